@@ -1,0 +1,88 @@
+"""Hyper-parameters as frozen dataclasses that check themselves before any compute.
+
+Each field's meaning is in its ``help`` metadata; a wrong type or an out-of-range value
+raises a ``ValueError`` naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+
+
+def _field(default, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def check_types(obj) -> None:
+    """Check every field against its annotation (int, float, bool, str, tuple) and choices."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, kind = getattr(obj, f.name), hints[f.name]
+        origin = typing.get_origin(kind) or kind
+        ok = {
+            bool: lambda v: isinstance(v, bool),
+            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            str: lambda v: isinstance(v, str),
+            tuple: lambda v: isinstance(v, tuple),
+        }[origin](value)
+        if not ok:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be of type "
+                             f"{getattr(kind, '__name__', kind)}, got {value!r}")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be one of {choices}, "
+                             f"got {value!r}")
+
+
+def require(condition: bool, obj, name: str, allowed: str) -> None:
+    if not condition:
+        raise ValueError(f"{type(obj).__name__}.{name} = {getattr(obj, name)!r}; "
+                         f"allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained."""
+
+    epochs: int = _field(160, "passes over the training set")
+    batch_size: int = _field(128, "examples per step, summed over all processes")
+    lr: float = _field(0.1, "peak learning rate")
+    momentum: float = _field(0.9, "SGD momentum (0 for plain SGD)")
+    nesterov: bool = _field(False, "Nesterov momentum")
+    weight_decay: float = _field(1e-4, "L2 penalty added to the gradient")
+    schedule: str = _field("step", "learning-rate schedule", ("step", "cosine", "constant"))
+    milestones: tuple = _field((80, 120), "epochs where the step schedule multiplies by gamma")
+    gamma: float = _field(0.1, "factor of the step schedule")
+    warmup_epochs: float = _field(0.0, "linear warm-up from 0 to lr over this many epochs")
+    precision: str = _field("fp32", "fp32, or mixed precision: bf16 (CPU or CUDA), fp16 (CUDA)",
+                            ("fp32", "bf16", "fp16"))
+
+    def __post_init__(self):
+        check_types(self)
+        require(self.epochs >= 1, self, "epochs", "an integer >= 1")
+        require(self.batch_size >= 1, self, "batch_size", "an integer >= 1")
+        require(self.lr > 0, self, "lr", "a positive number")
+        require(0 <= self.momentum < 1, self, "momentum", "0 <= momentum < 1")
+        require(not self.nesterov or self.momentum > 0, self, "nesterov",
+                "False when momentum is 0")
+        require(self.weight_decay >= 0, self, "weight_decay", "a number >= 0")
+        require(all(isinstance(m, int) and 0 < m for m in self.milestones), self, "milestones",
+                "a tuple of positive integers")
+        require(0 < self.gamma <= 1, self, "gamma", "0 < gamma <= 1")
+        require(0 <= self.warmup_epochs < self.epochs, self, "warmup_epochs",
+                "0 <= warmup_epochs < epochs")
+
+    def lr_factor(self, epoch_progress: float) -> float:
+        """Multiplier of ``lr`` after ``epoch_progress`` epochs (a fraction is allowed)."""
+        if epoch_progress < self.warmup_epochs:
+            return epoch_progress / self.warmup_epochs
+        if self.schedule == "step":
+            return self.gamma ** sum(epoch_progress >= m for m in self.milestones)
+        if self.schedule == "cosine":
+            t = (epoch_progress - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
+            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        return 1.0

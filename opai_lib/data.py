@@ -1,0 +1,372 @@
+"""Datasets, where they come from, and the mini-batches a run trains on.
+
+Small datasets (CIFAR-10/100, the synthetic test set) live in memory as one uint8 tensor
+(N, H, W, C); batches are cut, cropped, flipped and normalised on tensors, with no
+per-image PIL work in the training loop. ImageNet is a folder read by torchvision.
+
+Where CIFAR-10 comes from, in order: ``$OPAI_DATA_DIR`` when it is set (and then only
+there); otherwise the offline copy "CIFAR-10 (JPEG q75)" in ``../shared/data``; otherwise
+torchvision's download. ``data/README.md`` gives every source with its checksum and licence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from opai_lib.registry import Registry
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CIFAR10_JPEG_SHA256 = "efac85c8ed52f4ead1e1f1b670d8dcf435d551fccebdd8b6365e0a01a504f3a4"
+CIFAR10_JPEG_NAME = "CIFAR-10 (JPEG q75)"
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DataUnavailable(FileNotFoundError):
+    """No source of a dataset could be found or fetched."""
+
+
+# ---------------------------------------------------------------------------------------
+# Locations.
+
+
+def shared_data_dir() -> Path:
+    """``$OPAI_SHARED_DATA``, else the nearest ``shared/data`` beside the project or above it."""
+    if os.environ.get("OPAI_SHARED_DATA"):
+        return Path(os.environ["OPAI_SHARED_DATA"])
+    for parent in PROJECT_ROOT.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return PROJECT_ROOT.parent / "shared" / "data"
+
+
+def cache_dir() -> Path:
+    """Decoded arrays and downloads: ``$OPAI_CACHE_DIR`` or ``data/cache`` (git-ignored)."""
+    path = Path(os.environ.get("OPAI_CACHE_DIR") or PROJECT_ROOT / "data" / "cache")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ValueError(
+            f"checksum mismatch for {path}: sha256 {digest.hexdigest()}, expected {expected}. "
+            "The file is corrupt or a different version; replace it.")
+
+
+# ---------------------------------------------------------------------------------------
+# In-memory image sets.
+
+
+@dataclass
+class ImageSet:
+    """Images (N, H, W, C) uint8 and labels (N,) int64, with the facts a book must state."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+    mean: tuple[float, ...] = CIFAR_MEAN
+    std: tuple[float, ...] = CIFAR_STD
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError("images must be a uint8 tensor of shape (N, H, W, C)")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, indices: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, self.name,
+                        self.mean, self.std)
+
+
+def balanced_indices(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """``per_class`` distinct indices of every class, drawn with ``seed``, grouped by class."""
+    classes = torch.unique(labels)
+    counts = torch.bincount(labels)[classes]
+    if per_class < 1 or per_class > counts.min():
+        raise ValueError(f"per_class must be in 1..{int(counts.min())} (the smallest class), "
+                         f"got {per_class}")
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in classes:
+        members = torch.nonzero(labels == c).flatten()
+        picks.append(members[torch.randperm(len(members), generator=g)[:per_class]])
+    return torch.cat(picks)
+
+
+# ---------------------------------------------------------------------------------------
+# Sources.
+
+
+def _read_cifar_pickles(folder: Path, files: list[str], label_key: bytes) -> tuple:
+    images, labels = [], []
+    for fname in files:
+        with open(folder / fname, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch[label_key])
+    images = np.concatenate(images).transpose(0, 2, 3, 1)
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.tensor(labels)
+
+
+def _cifar_from_pickles(root: Path, hundred: bool, train: bool) -> ImageSet:
+    if hundred:
+        folder, meta_file, names_key = root / "cifar-100-python", "meta", b"fine_label_names"
+        files, label_key = ["train" if train else "test"], b"fine_labels"
+    else:
+        folder, meta_file, names_key = root / "cifar-10-batches-py", "batches.meta", b"label_names"
+        files = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        label_key = b"labels"
+    with open(folder / meta_file, "rb") as f:
+        classes = [c.decode() for c in pickle.load(f, encoding="bytes")[names_key]]
+    images, labels = _read_cifar_pickles(folder, files, label_key)
+    return ImageSet(images, labels, classes, "CIFAR-100" if hundred else "CIFAR-10")
+
+
+def _download_cifar(root: Path, hundred: bool) -> None:
+    """torchvision's download (verifies its MD5s); needs internet."""
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR100 if hundred else torchvision.datasets.CIFAR10
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as err:  # network errors come in many types; report them all the same way
+        raise DataUnavailable(
+            f"could not download {'CIFAR-100' if hundred else 'CIFAR-10'} into {root}: {err}. "
+            "Set OPAI_DATA_DIR to a folder that holds the dataset.") from err
+
+
+def _decode_jpeg_tar(tar_path: Path, train: bool) -> ImageSet:
+    """Decode the JPEG copy: ``{train,test}/<class>/NNNN.jpg``, classes in alphabetical order."""
+    from PIL import Image
+
+    split = "train" if train else "test"
+    entries = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if member.isfile() and len(parts) >= 3 and parts[-3] == split:
+                entries[(parts[-2], int(Path(parts[-1]).stem))] = tar.extractfile(member).read()
+    if not entries:
+        raise ValueError(f"{tar_path} holds no {split}/<class>/NNNN.jpg images")
+    classes = sorted({c for c, _ in entries})
+    keys = sorted(entries, key=lambda k: (classes.index(k[0]), k[1]))
+    images = np.stack([np.asarray(Image.open(io.BytesIO(entries[k])).convert("RGB"))
+                       for k in keys])
+    labels = torch.tensor([classes.index(c) for c, _ in keys])
+    return ImageSet(torch.from_numpy(images), labels, classes, CIFAR10_JPEG_NAME)
+
+
+def _cached(key: str, build) -> ImageSet:
+    """Build an ImageSet once and keep its tensors in the cache directory."""
+    path = cache_dir() / f"{key}.pt"
+    if path.exists():
+        try:
+            d = torch.load(path)
+        except Exception as err:
+            raise ValueError(f"corrupt cache file {path} ({err}); delete it and rerun") from err
+        return ImageSet(**d)
+    data = build()
+    tmp = path.with_suffix(".tmp")
+    torch.save(vars(data), tmp)
+    tmp.replace(path)
+    return data
+
+
+def _find_jpeg_tar(folder: Path) -> Path | None:
+    for candidate in (folder / "cifar10-jpeg" / "cifar10-jpeg.tar.gz",
+                      folder / "cifar10-jpeg.tar.gz"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _load_cifar(hundred: bool, train: bool, download: bool) -> ImageSet:
+    user_dir = os.environ.get("OPAI_DATA_DIR")
+    root = Path(user_dir) if user_dir else cache_dir() / "torchvision"
+    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    tar = None if hundred else _find_jpeg_tar(root if user_dir else shared_data_dir())
+    tried = [str(folder)] + ([] if hundred else [str(root if user_dir else shared_data_dir())])
+    if not folder.exists() and tar is not None:
+        verify_sha256(tar, CIFAR10_JPEG_SHA256)
+        split = "train" if train else "test"
+        return _cached(f"cifar10-jpeg-{CIFAR10_JPEG_SHA256[:12]}-{split}",
+                       lambda: _decode_jpeg_tar(tar, train))
+    if not folder.exists():
+        if not download:
+            raise DataUnavailable(f"no {'CIFAR-100' if hundred else 'CIFAR-10'} found "
+                                  f"(looked in {', '.join(tried)}) and download is off. "
+                                  "Set OPAI_DATA_DIR to a folder that holds it.")
+        _download_cifar(root, hundred)
+    return _cifar_from_pickles(root, hundred, train)
+
+
+def synthetic(train: bool, num_classes: int = 10, per_class: int = 64, size: int = 32,
+              seed: int = 0) -> ImageSet:
+    """A learnable toy set: each class is a fixed smooth colour pattern plus pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = F.interpolate(torch.rand(num_classes, 3, 4, 4, generator=g), size=size,
+                               mode="bilinear", align_corners=False)
+    g.manual_seed(seed * 2 + int(train) + 1)  # train and test images differ, same classes
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    noise = 0.25 * torch.randn(len(labels), 3, size, size, generator=g)
+    images = ((prototypes[labels] + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+    return ImageSet(images.permute(0, 2, 3, 1).contiguous(), labels,
+                    [f"class{i}" for i in range(num_classes)], "synthetic",
+                    (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+@dataclass
+class ImageFolderSet:
+    """A dataset too large for memory: ``root/{train,val}/<class>/*`` read by torchvision."""
+
+    root: Path
+    train: bool
+    name: str = "ImageNet"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def folder(self):
+        import torchvision.datasets as tvd
+        import torchvision.transforms as T
+
+        tf = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if self.train else \
+            [T.Resize(256), T.CenterCrop(224)]
+        tf = T.Compose([*tf, T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return tvd.ImageFolder(str(self.root / ("train" if self.train else "val")), tf)
+
+
+def _imagenet(train: bool, download: bool) -> ImageFolderSet:
+    root = Path(os.environ.get("OPAI_IMAGENET_DIR") or Path(os.environ.get("OPAI_DATA_DIR", ""))
+                / "imagenet")
+    split = root / ("train" if train else "val")
+    if not split.is_dir():
+        raise DataUnavailable(f"ImageNet folder {split} not found (ImageNet cannot be downloaded "
+                              "automatically). Set OPAI_IMAGENET_DIR to a folder with "
+                              "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG.")
+    return ImageFolderSet(root, train)
+
+
+DATASETS = Registry("dataset")
+DATASETS.add("cifar10", lambda train, download: _load_cifar(False, train, download))
+DATASETS.add("cifar100", lambda train, download: _load_cifar(True, train, download))
+DATASETS.add("synthetic", lambda train, download: synthetic(train))
+DATASETS.add("imagenet", _imagenet)
+
+
+def load_dataset(name: str, split: str = "train", download: bool = True):
+    """The ``split`` ("train" or "test") of dataset ``name``: an ImageSet or ImageFolderSet."""
+    loader = DATASETS.get(name)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return loader(split == "train", download)
+
+
+# ---------------------------------------------------------------------------------------
+# Batches.
+
+
+def augment_crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` and random horizontal flip, on (B, H, W, C)."""
+    b, h, w, _ = x.shape
+    padded = F.pad(x, (0, 0, pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1, 1), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1, 1), generator=g)
+    flip = torch.rand(b, 1, 1, generator=g) < 0.5
+    cols = torch.arange(w).view(1, 1, w)
+    cols = torch.where(flip, w - 1 - cols, cols)
+    rows = torch.arange(h).view(1, h, 1)
+    return padded[torch.arange(b).view(b, 1, 1), rows + dy, cols + dx]
+
+
+class TensorBatches:
+    """Mini-batches ``(x, y)`` of an ImageSet: shuffled per epoch, augmented on tensors.
+
+    The order and the augmentation of epoch ``e`` depend only on ``(seed, e)``, so a run
+    resumed at epoch ``e`` sees exactly the batches an uninterrupted run would. Under
+    DistributedDataParallel, rank ``r`` of ``w`` takes every w-th example of that order.
+    ``x`` is float32 NCHW in channels-last memory layout.
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, train: bool, seed: int = 0,
+                 augment: bool | None = None, normalization=None, device="cpu",
+                 rank: int = 0, world_size: int = 1):
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.data, self.batch_size, self.train, self.seed = data, batch_size, train, seed
+        self.augment = train if augment is None else augment
+        mean, std = normalization or (data.mean, data.std)
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.images, self.labels = data.images.to(device), data.labels.to(device)
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.train:
+            return torch.arange(n)[self.rank:: self.world_size]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=g)[self.rank:: self.world_size]
+        full = len(order) - len(order) % self.batch_size  # drop the last partial batch
+        return order[:full] if full else order
+
+    def __len__(self) -> int:
+        return -(-len(self._order()) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7)
+        order = self._order()
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start: start + self.batch_size].to(self.images.device)
+            x = self.images[idx]
+            if self.augment:
+                x = augment_crop_flip(x, g)
+            # (B, H, W, C) permuted to NCHW is already channels-last in memory.
+            x = (x.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            yield x, self.labels[idx]
+
+
+def batches(data, batch_size: int, train: bool, seed: int = 0, device="cpu",
+            normalization=None, rank: int = 0, world_size: int = 1, workers: int = 4):
+    """Training or evaluation batches of any dataset ``load_dataset`` returns."""
+    if isinstance(data, ImageSet):
+        return TensorBatches(data, batch_size, train, seed, normalization=normalization,
+                             device=device, rank=rank, world_size=world_size)
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    folder = data.folder()
+    sampler = DistributedSampler(folder, world_size, rank, shuffle=train, seed=seed) \
+        if world_size > 1 else None
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(folder, batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=workers, drop_last=train, generator=g, pin_memory=True)

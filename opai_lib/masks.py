@@ -1,0 +1,107 @@
+"""Binary weight masks: applying them, keeping pruned weights at zero, measuring density.
+
+A mask is a plain ``{param_name: bool tensor}`` dict over tensors ``prunable(model)`` names.
+``apply_mask`` stores each entry as a buffer ``<param>_mask`` on the owning module (so it
+follows ``.to()``, DistributedDataParallel and ``state_dict``) and zeroes the pruned weights.
+
+Why pruned weights stay at zero: the training step calls ``mask_gradients_`` between
+``backward`` and ``optimizer.step``. With a weight w = 0 and gradient g = 0, SGD's weight
+decay (g + lambda w), momentum buffer (mu b + g, starting from b = 0) and Nesterov update
+(g + mu b) are all zero, so the step leaves w exactly 0; no re-masking after the step is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+Mask = dict[str, torch.Tensor]
+SUFFIX = "_mask"
+
+
+def _owner(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
+    module_name, _, attr = param_name.rpartition(".")
+    return model.get_submodule(module_name), attr
+
+
+def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
+    """Attach ``mask`` to ``model`` and zero the pruned weights (replaces earlier masks)."""
+    params = dict(model.named_parameters())
+    for name, m in mask.items():
+        if name not in params:
+            raise KeyError(f"mask names {name!r}, which is not a parameter of the model")
+        if m.shape != params[name].shape:
+            raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, "
+                             f"the parameter has {tuple(params[name].shape)}")
+        if m.dtype != torch.bool:
+            raise TypeError(f"mask for {name} must be a bool tensor, got {m.dtype}")
+    for name, m in mask.items():
+        module, attr = _owner(model, name)
+        m = m.to(params[name].device)
+        if hasattr(module, attr + SUFFIX):
+            getattr(module, attr + SUFFIX).copy_(m)
+        else:
+            module.register_buffer(attr + SUFFIX, m.clone())
+        with torch.no_grad():
+            params[name].mul_(m)
+
+
+def get_mask(model: nn.Module) -> Mask:
+    """The mask attached to ``model`` (an empty dict for a dense model)."""
+    params = dict(model.named_parameters())
+    mask = {}
+    for buf_name, buf in model.named_buffers():
+        if buf_name.endswith(SUFFIX) and buf_name.removesuffix(SUFFIX) in params:
+            mask[buf_name.removesuffix(SUFFIX)] = buf
+    return mask
+
+
+def _masked_pairs(model: nn.Module):
+    params = dict(model.named_parameters())
+    return [(params[name], m) for name, m in get_mask(model).items()]
+
+
+@torch.no_grad()
+def mask_gradients_(model: nn.Module) -> None:
+    """Zero the gradients of pruned weights; call between ``backward`` and ``step``."""
+    for p, m in _masked_pairs(model):
+        if p.grad is not None:
+            p.grad.mul_(m)
+
+
+@torch.no_grad()
+def enforce_(model: nn.Module) -> None:
+    """Zero the pruned weights, e.g. after loading dense weights into a masked model."""
+    for p, m in _masked_pairs(model):
+        p.mul_(m)
+
+
+def prepare_for_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Register the mask buffers a saved ``state_dict`` holds, so that it loads strictly."""
+    params = dict(model.named_parameters())
+    masks = {k.removesuffix(SUFFIX): v.bool() for k, v in state_dict.items()
+             if k.endswith(SUFFIX) and k.removesuffix(SUFFIX) in params}
+    if masks:
+        apply_mask(model, masks)
+
+
+def density(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Fraction of weights kept, per tensor and (key ``"total"``) over all masked tensors."""
+    out = {name: m.float().mean().item() for name, m in mask.items()}
+    kept = sum(int(m.sum()) for m in mask.values())
+    total = sum(m.numel() for m in mask.values())
+    out["total"] = kept / total if total else 1.0
+    return out
+
+
+def empty_layers(mask: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors with no weight left: such a layer cuts the network in two."""
+    return [name for name, m in mask.items() if not bool(m.any())]
+
+
+def check_no_empty_layer(mask: Mapping[str, torch.Tensor]) -> None:
+    dead = empty_layers(mask)
+    if dead:
+        raise ValueError(f"layer collapse: no weight kept in {', '.join(dead)}")
