@@ -28,7 +28,7 @@ def check_types(obj) -> None:
             float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
             str: lambda v: isinstance(v, str),
             tuple: lambda v: isinstance(v, tuple),
-        }[origin](value)
+        }.get(origin, lambda v: isinstance(v, origin))(value)
         if not ok:
             raise ValueError(f"{type(obj).__name__}.{f.name} must be of type "
                              f"{getattr(kind, '__name__', kind)}, got {value!r}")
@@ -86,3 +86,52 @@ class Recipe:
             t = (epoch_progress - self.warmup_epochs) / (self.epochs - self.warmup_epochs)
             return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
         return 1.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The scale a notebook runs at: data, budget and seeds chosen together."""
+
+    name: str = _field("cpu", "the profile's name")
+    dataset: str = _field("cifar10", "dataset name, see data.DATASETS")
+    train_per_class: int = _field(0, "training images per class (class-balanced); 0 = all")
+    test_per_class: int = _field(0, "test images per class; 0 = all")
+    score_per_class: int = _field(10, "images per class fed to a data-dependent criterion")
+    width: float = _field(1.0, "width multiplier of CIFAR models (cost falls with its square)")
+    seeds: tuple = _field((0,), "seeds of repeated runs, paired across methods")
+    recipe: Recipe = _field(Recipe(), "training recipe")
+    device: str = _field("cpu", "torch device", ("cpu", "cuda"))
+
+    def __post_init__(self):
+        check_types(self)
+        require(self.train_per_class >= 0 and self.test_per_class >= 0, self,
+                "train_per_class", "an integer >= 0")
+        require(self.score_per_class >= 1, self, "score_per_class", "an integer >= 1")
+        require(len(self.seeds) >= 1 and all(isinstance(s, int) for s in self.seeds), self,
+                "seeds", "a non-empty tuple of integers")
+
+
+PROFILES = {
+    # Seconds per notebook: synthetic images, one short epoch. Used by the tests.
+    "smoke": Profile("smoke", "synthetic", score_per_class=4, width=0.25, seeds=(0,),
+                     recipe=Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant")),
+    # The default of `make book`: real CIFAR-10 (JPEG q75), a 2,000-image-per-class subset,
+    # short cosine schedules in bf16; the whole book fits in an hour on 2 CPU cores.
+    "cpu": Profile("cpu", "cifar10", train_per_class=2000, test_per_class=0, score_per_class=10,
+                   seeds=(0, 1), recipe=Recipe(epochs=4, batch_size=128, lr=0.1,
+                                               schedule="cosine", warmup_epochs=0.5,
+                                               weight_decay=5e-4, precision="bf16")),
+    # The published CIFAR recipe (160 epochs, x0.1 at 80 and 120), three seeds, on a GPU.
+    "cifar-gpu": Profile("cifar-gpu", "cifar10", seeds=(0, 1, 2), device="cuda",
+                         recipe=Recipe(epochs=160, milestones=(80, 120), precision="bf16")),
+    # The DOP paper's ImageNet setting: ResNet-50, 120 epochs, x0.1 at 30/60/90.
+    "imagenet": Profile("imagenet", "imagenet", score_per_class=1, seeds=(0,), device="cuda",
+                        recipe=Recipe(epochs=120, milestones=(30, 60, 90), precision="bf16")),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """Profile ``name`` with some fields replaced (e.g. ``seeds=(0, 1, 2)``)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return dataclasses.replace(PROFILES[name], **overrides)
