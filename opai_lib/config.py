@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 
 
-def _field(default, help: str, choices: tuple | None = None):
+def param(default, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
@@ -48,17 +48,17 @@ def require(condition: bool, obj, name: str, allowed: str) -> None:
 class Recipe:
     """How a network is trained."""
 
-    epochs: int = _field(160, "passes over the training set")
-    batch_size: int = _field(128, "examples per step, summed over all processes")
-    lr: float = _field(0.1, "peak learning rate")
-    momentum: float = _field(0.9, "SGD momentum (0 for plain SGD)")
-    nesterov: bool = _field(False, "Nesterov momentum")
-    weight_decay: float = _field(1e-4, "L2 penalty added to the gradient")
-    schedule: str = _field("step", "learning-rate schedule", ("step", "cosine", "constant"))
-    milestones: tuple = _field((80, 120), "epochs where the step schedule multiplies by gamma")
-    gamma: float = _field(0.1, "factor of the step schedule")
-    warmup_epochs: float = _field(0.0, "linear warm-up from 0 to lr over this many epochs")
-    precision: str = _field("fp32", "fp32, or mixed precision: bf16 (CPU or CUDA), fp16 (CUDA)",
+    epochs: int = param(160, "passes over the training set")
+    batch_size: int = param(128, "examples per step, summed over all processes")
+    lr: float = param(0.1, "peak learning rate")
+    momentum: float = param(0.9, "SGD momentum (0 for plain SGD)")
+    nesterov: bool = param(False, "Nesterov momentum")
+    weight_decay: float = param(1e-4, "L2 penalty added to the gradient")
+    schedule: str = param("step", "learning-rate schedule", ("step", "cosine", "constant"))
+    milestones: tuple = param((80, 120), "epochs where the step schedule multiplies by gamma")
+    gamma: float = param(0.1, "factor of the step schedule")
+    warmup_epochs: float = param(0.0, "linear warm-up from 0 to lr over this many epochs")
+    precision: str = param("fp32", "fp32, or mixed precision: bf16 (CPU or CUDA), fp16 (CUDA)",
                             ("fp32", "bf16", "fp16"))
 
     def __post_init__(self):
@@ -92,15 +92,15 @@ class Recipe:
 class Profile:
     """The scale a notebook runs at: data, budget and seeds chosen together."""
 
-    name: str = _field("cpu", "the profile's name")
-    dataset: str = _field("cifar10", "dataset name, see data.DATASETS")
-    train_per_class: int = _field(0, "training images per class (class-balanced); 0 = all")
-    test_per_class: int = _field(0, "test images per class; 0 = all")
-    score_per_class: int = _field(10, "images per class fed to a data-dependent criterion")
-    width: float = _field(1.0, "width multiplier of CIFAR models (cost falls with its square)")
-    seeds: tuple = _field((0,), "seeds of repeated runs, paired across methods")
-    recipe: Recipe = _field(Recipe(), "training recipe")
-    device: str = _field("cpu", "torch device", ("cpu", "cuda"))
+    name: str = param("cpu", "the profile's name")
+    dataset: str = param("cifar10", "dataset name, see data.DATASETS")
+    train_per_class: int = param(0, "training images per class (class-balanced); 0 = all")
+    test_per_class: int = param(0, "test images per class; 0 = all")
+    score_per_class: int = param(10, "images per class fed to a data-dependent criterion")
+    width: float = param(1.0, "width multiplier of CIFAR models (cost falls with its square)")
+    seeds: tuple = param((0,), "seeds of repeated runs, paired across methods")
+    recipe: Recipe = param(Recipe(), "training recipe")
+    device: str = param("cpu", "torch device", ("cpu", "cuda"))
 
     def __post_init__(self):
         check_types(self)
