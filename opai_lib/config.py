@@ -22,13 +22,12 @@ def check_types(obj) -> None:
     for f in dataclasses.fields(obj):
         value, kind = getattr(obj, f.name), hints[f.name]
         origin = typing.get_origin(kind) or kind
-        ok = {
-            bool: lambda v: isinstance(v, bool),
-            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-            str: lambda v: isinstance(v, str),
-            tuple: lambda v: isinstance(v, tuple),
-        }.get(origin, lambda v: isinstance(v, origin))(value)
+        if origin is float:  # an int is a fine float; a bool is neither here
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif origin is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, origin)
         if not ok:
             raise ValueError(f"{type(obj).__name__}.{f.name} must be of type "
                              f"{getattr(kind, '__name__', kind)}, got {value!r}")
@@ -70,7 +69,7 @@ class Recipe:
         require(not self.nesterov or self.momentum > 0, self, "nesterov",
                 "False when momentum is 0")
         require(self.weight_decay >= 0, self, "weight_decay", "a number >= 0")
-        require(all(isinstance(m, int) and 0 < m for m in self.milestones), self, "milestones",
+        require(all(isinstance(m, int) and m > 0 for m in self.milestones), self, "milestones",
                 "a tuple of positive integers")
         require(0 < self.gamma <= 1, self, "gamma", "0 < gamma <= 1")
         require(0 <= self.warmup_epochs < self.epochs, self, "warmup_epochs",
