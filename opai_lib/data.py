@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from opai_lib.registry import Registry
@@ -253,11 +254,12 @@ class ImageFolderSet:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
-    def folder(self):
+    def folder(self, augment: bool):
+        """The split as a torchvision ImageFolder; random crops and flips when ``augment``."""
         import torchvision.datasets as tvd
         import torchvision.transforms as T
 
-        tf = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if self.train else \
+        tf = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if augment else \
             [T.Resize(256), T.CenterCrop(224)]
         tf = T.Compose([*tf, T.ToTensor(), T.Normalize(self.mean, self.std)])
         return tvd.ImageFolder(str(self.root / ("train" if self.train else "val")), tf)
@@ -357,16 +359,25 @@ class TensorBatches:
 
 
 def batches(data, batch_size: int, train: bool, seed: int = 0, device="cpu",
-            normalization=None, rank: int = 0, world_size: int = 1, workers: int = 4):
-    """Training or evaluation batches of any dataset ``load_dataset`` returns."""
+            normalization=None, augment: bool | None = None, workers: int = 4):
+    """Batches of any dataset ``load_dataset`` returns; ``batch_size`` counts all processes.
+
+    Under DistributedDataParallel each process gets ``batch_size / world_size`` examples of
+    every step, so a run gives the same steps on any number of processes.
+    """
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if not (isinstance(batch_size, int) and batch_size >= 1 and batch_size % world == 0):
+        raise ValueError(f"batch_size must be a positive multiple of the {world} processes, "
+                         f"got {batch_size!r}")
     if isinstance(data, ImageSet):
-        return TensorBatches(data, batch_size, train, seed, normalization=normalization,
-                             device=device, rank=rank, world_size=world_size)
+        return TensorBatches(data, batch_size // world, train, seed, augment, normalization,
+                             device, rank, world)
     from torch.utils.data import DataLoader, DistributedSampler
 
-    folder = data.folder()
-    sampler = DistributedSampler(folder, world_size, rank, shuffle=train, seed=seed) \
-        if world_size > 1 else None
+    folder = data.folder(train if augment is None else augment)
+    sampler = DistributedSampler(folder, world, rank, shuffle=train, seed=seed) \
+        if world > 1 else None
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(folder, batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=workers, drop_last=train, generator=g, pin_memory=True)
+    return DataLoader(folder, batch_size // world, shuffle=train and sampler is None,
+                      sampler=sampler, num_workers=workers, drop_last=train, generator=g,
+                      pin_memory=torch.cuda.is_available())

@@ -71,11 +71,9 @@ def mask_gradients_(model: nn.Module) -> None:
             p.grad.mul_(m)
 
 
-@torch.no_grad()
-def enforce_(model: nn.Module) -> None:
-    """Zero the pruned weights, e.g. after loading dense weights into a masked model."""
-    for p, m in _masked_pairs(model):
-        p.mul_(m)
+def pruned_nonzero(model: nn.Module) -> int:
+    """How many pruned weights are not exactly zero (0 unless something broke the mask)."""
+    return sum(int(((p != 0) & ~m).sum()) for p, m in _masked_pairs(model))
 
 
 def prepare_for_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -31,6 +31,11 @@ from opai_lib.train import evaluate, train
 EXPANDER_PREFIX = "expander:"
 
 
+def store_dir(profile: str) -> Path:
+    """Where a profile's run records live: ``$OPAI_RUNS_DIR`` or ``runs/`` (git-ignored)."""
+    return Path(os.environ.get("OPAI_RUNS_DIR") or data.PROJECT_ROOT / "runs") / profile
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines the numbers of one run."""
@@ -138,7 +143,8 @@ def run(cfg: RunConfig, store: str | Path) -> dict:
         "key": cfg.key(), "config": dataclasses.asdict(cfg), **result,
         "density": masks.density(mask)["total"] if mask else 1.0,
         "layer_density": masks.density(mask) if mask else {},
-        "history": history, "mask_seconds": mask_seconds,
+        "pruned_nonzero": masks.pruned_nonzero(model), "history": history,
+        "mask_seconds": mask_seconds,
         "seconds": time.perf_counter() - t0, "data": train_set.name,
         "train_images": len(train_set), "test_images": len(test_set),
         "hardware": {"machine": platform.machine(), "processor": platform.processor(),

@@ -1,0 +1,145 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The machinery: data, models, masks and training
+#
+# Every experiment in this book runs through the same few pieces of `opai_lib`. This page
+# exercises each of them once, on the data and hardware the book was built with, so that
+# the numbers in later chapters can be trusted:
+#
+# - the dataset copy the study trains on, and how far it is from the original CIFAR-10;
+# - the model registry, checked by loading published weights into our own ResNet-20;
+# - a mask that keeps 10 % of the weights, and a short training run showing that the pruned
+#   weights stay pruned while the network learns.
+
+# %% tags=["parameters"]
+profile = "cpu"
+model_name = "resnet20"
+sparsity = 0.9
+seeds = None  # None: the profile's seeds
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from opai_lib import config, data, masks, models, study
+from opai_lib.train import evaluate
+
+P = config.get_profile(profile, **({} if seeds is None else {"seeds": tuple(seeds)}))
+print(f"profile {P.name}: dataset {P.dataset}, {P.train_per_class or 'all'} training images "
+      f"per class, seeds {P.seeds}, recipe {P.recipe}")
+print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+
+# %% [markdown]
+# ## The data
+#
+# Offline, the study reads **CIFAR-10 (JPEG q75)**: the 60,000 CIFAR-10 images
+# {cite}`krizhevsky2009cifar` re-encoded as JPEG at quality 75 (the provenance and checksum
+# are in `data/README.md`). JPEG moves pixels by a few levels out of 255, enough to cost a
+# network trained on the lossless originals several points of accuracy, so every number in
+# this book comes from networks trained *and* tested on this copy, and is compared only
+# with other numbers of the book.
+
+# %%
+train_set, test_set = study.run_data(P.dataset, P.train_per_class, P.test_per_class)
+full_train = data.load_dataset(P.dataset, "train")
+print(f"{train_set.name}: {len(full_train)} training images, of which the profile uses "
+      f"{len(train_set)}; {len(test_set)} test images; classes {train_set.classes}")
+
+fig, axes = plt.subplots(1, train_set.num_classes, figsize=(train_set.num_classes, 1.4))
+for c, ax in enumerate(axes):
+    ax.imshow(train_set.images[train_set.labels == c][0])
+    ax.set_title(train_set.classes[c], fontsize=8)
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# ## The models
+#
+# The registry holds CIFAR ResNets (option-A zero-padding shortcuts as in
+# {cite}`he2016resnet`, and a variant with 1x1 projection shortcuts), VGG-16/19 with
+# BatchNorm, torchvision's ImageNet ResNets and a tiny network for tests. `prunable(model)`
+# decides, in one place, which tensors a criterion may score: every convolution and linear
+# weight; biases and BatchNorm parameters are never pruned.
+
+# %%
+rows = []
+for name in ["resnet20", "resnet32", "resnet56", "resnet20_proj", "vgg16_bn", "vgg19_bn"]:
+    m = models.get_model(name)
+    rows.append({"model": name,
+                 "parameters": sum(p.numel() for p in m.parameters()),
+                 "prunable": sum(p.numel() for p in models.prunable(m).values()),
+                 "prunable tensors": len(models.prunable(m))})
+pd.DataFrame(rows).set_index("model")
+
+# %% [markdown]
+# Our ResNet-20 must be the network of the published checkpoints, key for key. Loading the
+# weights of `akamaster/pytorch_resnet_cifar10` (91.78 % on the original CIFAR-10 test set)
+# and scoring the JPEG copy checks the model and the data pipeline at once.
+
+# %%
+if P.dataset == "cifar10":
+    pretrained = models.load_pretrained("resnet20")
+    test_full = data.load_dataset("cifar10", "test")
+    scores = evaluate(pretrained, data.batches(test_full, 500, False,
+                                               normalization=models.PRETRAINED_NORMALIZATION))
+    pretrained_accuracy = scores["accuracy"]
+    print(f"pretrained ResNet-20 on {test_full.name}, {len(test_full)} test images: "
+          f"top-1 {100 * pretrained_accuracy:.2f} %")
+else:
+    print(f"the pretrained check needs CIFAR-10; profile {P.name} uses {P.dataset}")
+
+# %% [markdown]
+# ## A mask, and training under it
+#
+# A mask is a dict of boolean tensors, one per prunable weight. Applied to a model it is
+# stored beside the weights it masks (a buffer that moves with the model and is saved with
+# it), and the training step zeroes the gradients of pruned weights before the optimiser
+# moves. With weight and gradient both zero, SGD's weight decay, momentum and Nesterov terms
+# are all zero too, so a pruned weight never comes back.
+#
+# Below, the dense network and one with a random mask at the chosen sparsity are trained
+# with the profile's recipe, for each of its seeds.
+
+# %%
+grid = [study.config_from_profile(P, model=model_name, seed=s, method=m,
+                                  sparsity=sp)
+        for s in P.seeds for m, sp in [("dense", 0.0), ("random", sparsity)]]
+t0 = time.perf_counter()
+records = study.sweep(grid, study.store_dir(P.name), workers=2)
+print(f"{len(records)} runs ready in {time.perf_counter() - t0:.0f} s "
+      f"(finished runs are read back from the store)")
+study.table(records, by=["model", "method", "sparsity"])
+
+# %%
+curves = pd.DataFrame([{**h, "method": r["config"]["method"], "seed": r["config"]["seed"]}
+                       for r in records for h in r["history"]])
+fig, ax = plt.subplots(figsize=(5, 3))
+for (method, seed), g in curves.groupby(["method", "seed"]):
+    ax.plot(g["epoch"], g["train_loss"], marker="o", label=f"{method}, seed {seed}")
+ax.set_xlabel("epoch")
+ax.set_ylabel("training loss")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# Each record counts, after the last training step, the pruned weights that are not exactly
+# zero: it must be 0.
+
+# %%
+for r in records:
+    if r["config"]["method"] != "dense":
+        print(f"seed {r['config']['seed']}: mask keeps {100 * r['density']:.2f} % of the "
+              f"prunable weights (target {100 * (1 - sparsity):.2f} %); pruned weights not "
+              f"zero after training: {r['pruned_nonzero']}")

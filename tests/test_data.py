@@ -1,0 +1,215 @@
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from opai_lib import data
+
+
+def test_synthetic_is_deterministic_and_split_differs():
+    a, b = data.synthetic(True, seed=3), data.synthetic(True, seed=3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert a.images.shape == (640, 32, 32, 3) and a.images.dtype == torch.uint8
+    assert not torch.equal(a.images, data.synthetic(False, seed=3).images)
+
+
+def test_balanced_indices_draws_k_distinct_per_class():
+    labels = torch.arange(5).repeat_interleave(20)
+    idx = data.balanced_indices(labels, 7, seed=1)
+    assert len(set(idx.tolist())) == 35
+    assert torch.bincount(labels[idx]).tolist() == [7] * 5
+    assert torch.equal(idx, data.balanced_indices(labels, 7, seed=1))
+    assert not torch.equal(idx, data.balanced_indices(labels, 7, seed=2))
+    with pytest.raises(ValueError, match="per_class must be in 1..20"):
+        data.balanced_indices(labels, 21, seed=0)
+
+
+def test_crop_flip_gives_a_window_of_the_padded_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (16, 8, 8, 3), dtype=torch.uint8)
+    out = data.augment_crop_flip(x, g, pad=2)
+    assert out.shape == x.shape
+    padded = F.pad(x, (0, 0, 2, 2, 2, 2))
+    seen_flip = set()
+    for i in range(len(x)):
+        windows = [(padded[i, dy:dy + 8, dx:dx + 8], False) for dy in range(5) for dx in range(5)]
+        windows += [(w.flip(1), True) for w, _ in windows]
+        matches = [f for w, f in windows if torch.equal(w, out[i])]
+        assert matches, f"image {i} is not a crop of its padded original"
+        seen_flip.update(matches)
+    assert seen_flip == {True, False}  # both flipped and unflipped images occur
+
+
+def test_batches_are_a_function_of_seed_and_epoch(toy):
+    train, _ = toy
+    def first(seed, epoch):
+        b = data.batches(train, 32, train=True, seed=seed)
+        b.set_epoch(epoch)
+        return next(iter(b))
+    x0, y0 = first(0, 0)
+    x1, y1 = first(0, 0)
+    assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    assert not torch.equal(first(0, 1)[0], x0) and not torch.equal(first(1, 0)[0], x0)
+    assert x0.shape == (32, 3, 32, 32) and x0.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_eval_batches_cover_the_set_once_and_normalise(toy):
+    _, test = toy
+    b = data.batches(test, 48, train=False)
+    xs, ys = zip(*b, strict=True)
+    assert len(b) == len(xs) == 4 and torch.equal(torch.cat(ys), test.labels)
+    raw = test.images.permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor(test.mean).view(1, 3, 1, 1), torch.tensor(test.std).view(1, 3, 1, 1)
+    assert torch.allclose(torch.cat(xs), (raw - mean) / std, atol=1e-5)
+
+
+def test_process_shards_partition_each_epoch(toy):
+    train, _ = toy
+    shards = [data.TensorBatches(train, 16, True, seed=5, rank=r, world_size=2)
+              for r in range(2)]
+    seen = [torch.cat([y for _, y in s]) for s in shards]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(5 * 100_003))
+    assert sum(len(s) for s in seen) == len(train)
+    assert torch.equal(torch.sort(torch.cat(seen)).values, torch.sort(train.labels).values)
+    assert torch.equal(seen[0], train.labels[order[0::2]])
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'; choose one of"):
+        data.load_dataset("mnist")
+    with pytest.raises(ValueError, match="split must be"):
+        data.load_dataset("synthetic", "val")
+
+
+def _jpeg_bytes(color):
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), color).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _tiny_jpeg_tar(path):
+    with tarfile.open(path, "w:gz") as tar:
+        for split in ("train", "test"):
+            for cls, color in [("cat", (200, 10, 10)), ("airplane", (10, 10, 200))]:
+                for i in (10, 2, 1):  # numeric, not lexical, order must win
+                    payload = _jpeg_bytes(tuple(min(255, c + i) for c in color))
+                    info = tarfile.TarInfo(f"cifar10-jpeg/{split}/{cls}/{i:04d}.jpg")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+
+
+def test_jpeg_tarball_from_data_dir_is_checked(tmp_path, monkeypatch):
+    _tiny_jpeg_tar(tmp_path / "cifar10-jpeg.tar.gz")
+    monkeypatch.setenv("OPAI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("OPAI_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        data.load_dataset("cifar10", "train", download=False)
+
+
+def test_jpeg_tarball_decoding_order(tmp_path, monkeypatch):
+    _tiny_jpeg_tar(tmp_path / "t.tar.gz")
+    s = data._decode_jpeg_tar(tmp_path / "t.tar.gz", train=True)
+    assert s.classes == ["airplane", "cat"] and s.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    blue = s.images[:3, 16, 16, 2].int()
+    assert (blue[1:] > blue[:-1]).all()  # files 0001, 0002, 0010 in that order
+
+
+def _write_cifar10_pickles(root, per_batch=4):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                         b"labels": list(range(per_batch))}, f)
+    return folder
+
+
+def test_cifar10_pickles_from_data_dir(tmp_path, monkeypatch):
+    folder = _write_cifar10_pickles(tmp_path)
+    monkeypatch.setenv("OPAI_DATA_DIR", str(tmp_path))
+    s = data.load_dataset("cifar10", "train", download=False)
+    assert s.name == "CIFAR-10" and len(s) == 20 and s.classes[3] == "c3"
+    with open(folder / "data_batch_1", "rb") as f:
+        raw = pickle.load(f, encoding="bytes")[b"data"][1]
+    # CHW rows of the pickle become an HWC image
+    assert torch.equal(s.images[1], torch.from_numpy(raw.reshape(3, 32, 32).transpose(1, 2, 0)))
+
+
+def test_cifar100_pickles(tmp_path, monkeypatch):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"f{i}".encode() for i in range(100)]}, f)
+    for split, n in [("train", 6), ("test", 3)]:
+        with open(folder / split, "wb") as f:
+            pickle.dump({b"data": np.zeros((n, 3072), np.uint8),
+                         b"fine_labels": [99] * n, b"coarse_labels": [0] * n}, f)
+    monkeypatch.setenv("OPAI_DATA_DIR", str(tmp_path))
+    s = data.load_dataset("cifar100", "test", download=False)
+    assert s.name == "CIFAR-100" and s.num_classes == 100 and s.labels.tolist() == [99] * 3
+
+
+def test_missing_data_without_download_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPAI_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataUnavailable, match="download is off"):
+        data.load_dataset("cifar10", "train", download=False)
+
+
+def test_download_goes_through_torchvision(tmp_path, monkeypatch):
+    import torchvision
+
+    calls = []
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            if not (tmp_path / "cifar-10-batches-py").exists():
+                _write_cifar10_pickles(tmp_path)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setenv("OPAI_DATA_DIR", str(tmp_path))
+    s = data.load_dataset("cifar10", "test")
+    assert len(s) == 4 and calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+
+
+def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    monkeypatch.setenv("OPAI_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataUnavailable, match="Set OPAI_DATA_DIR"):
+        data.load_dataset("cifar100", "train")
+
+
+def test_corrupt_cache_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPAI_CACHE_DIR", str(tmp_path))
+    (tmp_path / "broken.pt").write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match="corrupt cache file"):
+        data._cached("broken", lambda: None)
+
+
+def test_imagenet_folder(tmp_path, monkeypatch):
+    for split in ("train", "val"):
+        for wnid in ("n01", "n02"):
+            (tmp_path / split / wnid).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (300, 260), (i * 90, 40, 40)).save(
+                    tmp_path / split / wnid / f"{i}.JPEG")
+    monkeypatch.setenv("OPAI_IMAGENET_DIR", str(tmp_path))
+    val = data.load_dataset("imagenet", "test")
+    x, y = next(iter(data.batches(val, 4, train=False, workers=0)))
+    assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]
+    monkeypatch.setenv("OPAI_IMAGENET_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(data.DataUnavailable, match="OPAI_IMAGENET_DIR"):
+        data.load_dataset("imagenet", "train")
