@@ -37,6 +37,9 @@ from opai_lib import config, data, masks, models, study
 from opai_lib.train import evaluate
 
 P = config.get_profile(profile, **({} if seeds is None else {"seeds": tuple(seeds)}))
+# The runs of this page, built first: a bad parameter fails here, before any compute.
+grid = [study.config_from_profile(P, model=model_name, seed=s, method=m, sparsity=sp)
+        for s in P.seeds for m, sp in [("dense", 0.0), ("random", sparsity)]]
 print(f"profile {P.name}: dataset {P.dataset}, {P.train_per_class or 'all'} training images "
       f"per class, seeds {P.seeds}, recipe {P.recipe}")
 print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
@@ -113,9 +116,6 @@ else:
 # with the profile's recipe, for each of its seeds.
 
 # %%
-grid = [study.config_from_profile(P, model=model_name, seed=s, method=m,
-                                  sparsity=sp)
-        for s in P.seeds for m, sp in [("dense", 0.0), ("random", sparsity)]]
 t0 = time.perf_counter()
 records = study.sweep(grid, study.store_dir(P.name), workers=2)
 print(f"{len(records)} runs ready in {time.perf_counter() - t0:.0f} s "

@@ -1,0 +1,72 @@
+"""Every notebook runs on the smoke profile, and the book builds from the results."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """A copy of book/ whose notebooks are executed on demand, on the smoke profile."""
+    out = tmp_path_factory.mktemp("book")
+    shutil.copytree(ROOT / "book", out, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("_build", "*.ipynb"))
+    return out
+
+
+def execute(source: Path, book: Path, **parameters) -> Path:
+    out = book / f"{source.stem}.ipynb"
+    if not out.exists() or parameters:
+        nbformat.write(jupytext.read(source), out)
+        papermill.execute_notebook(out, out, parameters={"profile": "smoke", **parameters},
+                                   cwd=str(book), kernel_name="python3", progress_bar=False)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_the_smoke_profile(source, smoke_book):
+    nb = nbformat.read(execute(source, smoke_book), as_version=4)
+    assert any(c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])
+               for c in nb.cells), "a notebook needs a `parameters` cell for papermill"
+
+
+@pytest.mark.slow
+def test_bad_notebook_parameter_fails_before_compute(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError,
+                       match="RunConfig.sparsity must be of type float"):
+        execute(ROOT / "notebooks" / "machinery.py", tmp_path, sparsity="0.9")
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown profile 'gpu'"):
+        execute(ROOT / "notebooks" / "machinery.py", tmp_path, profile="gpu")
+
+
+def test_every_notebook_is_in_the_table_of_contents():
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    files = {c["file"] for part in toc["parts"] for c in part["chapters"]}
+    files |= {s["file"] for part in toc["parts"] for c in part["chapters"]
+              for s in c.get("sections", [])}
+    assert {p.stem for p in NOTEBOOKS} <= files
+
+
+@pytest.mark.slow
+def test_book_builds_offline_without_warnings(smoke_book):
+    for source in NOTEBOOKS:
+        execute(source, smoke_book)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    subprocess.run([str(jb), "build", str(smoke_book), "--config", str(ROOT / "_config.yml"),
+                    "--toc", str(smoke_book / "_toc.yml"), "-W", "--keep-going", "-q"],
+                   check=True, timeout=600)
+    html = smoke_book / "_build" / "html"
+    page = (html / "machinery.html").read_text()
+    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
