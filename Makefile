@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 NOTEBOOKS := $(wildcard notebooks/*.py)
 EXECUTED := $(patsubst notebooks/%.py,book/%.ipynb,$(NOTEBOOKS))
-MATHJAX := book/_static/mathjax/tex-chtml.js
+MATHJAX := book/_mathjax/mathjax/tex-chtml.js
 
 .PHONY: book html test nb lint clean install mathjax
 
@@ -19,8 +19,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 mathjax: $(MATHJAX)
 $(MATHJAX):
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/npm mathjax@3.2.2
-	mkdir -p book/_static/mathjax
-	cp -r $(VENV)/npm/node_modules/mathjax/es5/. book/_static/mathjax/
+	mkdir -p book/_mathjax/mathjax
+	cp -r $(VENV)/npm/node_modules/mathjax/es5/. book/_mathjax/mathjax/
 
 # Execute every notebook on profile $(PROFILE) (default: cpu), then build the HTML book.
 book: $(EXECUTED)
