@@ -79,8 +79,9 @@ def evaluate(model: nn.Module, batches, device=None, precision: str = "fp32") ->
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(x.contiguous(memory_format=torch.channels_last))
-        totals += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum"),
-                               (logits.argmax(1) == y).sum(), torch.tensor(len(y))]).double()
+        totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+        totals[1] += (logits.argmax(1) == y).sum()
+        totals[2] += len(y)
     if _distributed():
         dist.all_reduce(totals)
     model.train(was_training)

@@ -9,7 +9,7 @@ import torch
 
 from opai_lib import data, masks, models
 from opai_lib.config import Recipe, get_profile
-from opai_lib.train import evaluate, train
+from opai_lib.train import evaluate, show_progress, train
 
 
 def test_step_and_cosine_schedules():
@@ -41,6 +41,11 @@ def test_profiles():
         get_profile("gpu")
     with pytest.raises(ValueError, match="Profile.seeds"):
         get_profile("cpu", seeds=[0, 1])
+
+
+def test_progress_bar_is_quiet_under_ci(monkeypatch):
+    monkeypatch.setenv("CI", "1")
+    assert not show_progress()
 
 
 def test_evaluate_matches_a_direct_computation(toy):
