@@ -1,0 +1,290 @@
+"""Pruning-at-initialisation criteria: one signature, one registry, scores only.
+
+Every criterion is a function
+
+    score(model, batches, names, mask, generator, **options) -> {param_name: score tensor}
+
+that scores the tensors ``names`` (what ``models.prunable`` returned) of ``model``. A higher
+score means *keep*. ``batches`` is a list of ``(x, y)`` pairs (None for data-free criteria),
+``mask`` the mask of an earlier pruning round (None for a dense net), ``generator`` the
+seeded source of every random draw. A criterion never changes ``model``: it works on a
+copy, so weights, BatchNorm statistics and gradients of the caller's model stay as they
+were. Turning scores into a mask (exact top-k, schedules, layer collapse) is ``prune``'s job.
+
+Options on which the reference codes disagree are keyword arguments whose default is the
+reference's; each docstring says who does what (see ``shared/reference/methods.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from opai_lib.registry import Registry
+
+Scores = dict[str, torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor]
+BN_MODES = ("train", "eval")
+
+
+def _check_choice(name: str, value, allowed: Sequence) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+
+
+def _check_positive(name: str, value, kind=float) -> None:
+    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not ok or value <= 0:
+        raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+def _scoring_copy(model: nn.Module, names: Sequence[str], bn_mode: str,
+                  all_params: bool = False) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A copy of ``model`` in the given BatchNorm mode whose parameters ``names`` need grad.
+
+    Only the scored weights require gradients (unless ``all_params``), which spares the
+    backward pass the BatchNorm and bias gradients nobody reads.
+    """
+    _check_choice("bn_mode", bn_mode, BN_MODES)
+    net = copy.deepcopy(model)
+    net.train(bn_mode == "train")
+    params = dict(net.named_parameters())
+    for p in net.parameters():
+        p.requires_grad_(all_params)
+        p.grad = None
+    for n in names:
+        params[n].requires_grad_(True)
+    return net, [params[n] for n in names]
+
+
+@torch.no_grad()
+def _apply(weights: Sequence[torch.Tensor], names: Sequence[str], mask) -> None:
+    """Zero the pruned entries of ``weights`` in place (no-op for a dense ``mask=None``)."""
+    if mask is not None:
+        for w, n in zip(weights, names, strict=True):
+            w.mul_(mask[n].to(w.device))
+
+
+def _loss(net: nn.Module, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+    x, y = batch
+    device = next(net.parameters()).device
+    return F.cross_entropy(net(x.to(device)) / temperature, y.to(device))
+
+
+def _summed_gradients(net, weights, batches, temperature: float = 1.0) -> list[torch.Tensor]:
+    """Sum over batches of the gradient of each batch's mean cross-entropy."""
+    total = None
+    for batch in batches:
+        grads = torch.autograd.grad(_loss(net, batch, temperature), weights)
+        total = list(grads) if total is None else \
+            [t + g for t, g in zip(total, grads, strict=True)]
+    return total
+
+
+# ---------------------------------------------------------------------------------------
+# Gradient saliencies: SNIP, Iterative SNIP, FORCE.
+
+
+def snip(model, batches, names, mask, generator, *, bn_mode: str = "eval") -> Scores:
+    """SNIP (Lee et al. 2019): |theta * dL/dtheta|, i.e. |dL/dm| at an all-ones mask m.
+
+    On a masked net (Iterative SNIP rounds) the weights and gradients are those of the
+    masked net, so pruned weights score 0. BatchNorm mode: the official SNIP and the
+    Synaptic-Flow port use inference mode ("eval", the default here); FORCE's Iter-SNIP
+    and the mil-ad port leave the net in train mode. Gradients are summed over batches
+    (Synaptic-Flow); the official code scores one batch. The loss is cross-entropy (the
+    FORCE repository used nll_loss on raw logits, a bug).
+    """
+    net, weights = _scoring_copy(model, names, bn_mode)
+    _apply(weights, names, mask)
+    grads = _summed_gradients(net, weights, batches)
+    return {n: (w.detach() * g).abs() for n, w, g in zip(names, weights, grads, strict=True)}
+
+
+def force(model, batches, names, mask, generator, *, bn_mode: str = "train") -> Scores:
+    """FORCE (de Jorge et al. 2021): |theta_dense * dL/dtheta| with the gradient of the
+    masked net and the dense initial weights, so weights pruned earlier can come back.
+
+    BatchNorm mode: the FORCE code leaves the net in train mode (the default here).
+    """
+    net, weights = _scoring_copy(model, names, bn_mode)
+    _apply(weights, names, mask)
+    grads = _summed_gradients(net, weights, batches)
+    dense = dict(model.named_parameters())
+    return {n: (dense[n].detach() * g).abs() for n, g in zip(names, grads, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------
+# GraSP: gradient signal preservation through the Hessian-gradient product.
+
+
+def grasp(model, batches, names, mask, generator, *, temperature: float = 200.0,
+          bn_mode: str = "train", reinit_linear: bool = True) -> Scores:
+    """GraSP (Wang et al. 2020) as the official code computes it, returned as theta * Hg.
+
+    The official code scores S = -theta * (H g) with g the gradient of the cross-entropy
+    of logits / T and H its Hessian (both restricted to the scored weights), and removes
+    the weights of *largest* S. Returning -S = theta * Hg, "keep the highest" does the same.
+    Options: ``temperature`` T = 200 (official). ``bn_mode``: the official code leaves
+    BatchNorm in train mode (default here), Synaptic-Flow uses eval mode.
+    ``reinit_linear``: the official code re-draws every Linear weight of its scoring copy
+    from Xavier normal (default True here, drawn from ``generator``); Synaptic-Flow does not.
+    Hg is summed over batches as the official code sums it over its half-batches.
+    """
+    _check_positive("temperature", temperature)
+    net, weights = _scoring_copy(model, names, bn_mode)
+    if reinit_linear:
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_normal_(m.weight, generator=generator)
+    _apply(weights, names, mask)
+    if len(batches) == 1:  # one batch: reuse its graph for both g and Hg
+        graph = torch.autograd.grad(_loss(net, batches[0], temperature), weights,
+                                    create_graph=True)
+        g = [t.detach() for t in graph]
+        graphs = [graph]
+    else:
+        g = _summed_gradients(net, weights, batches, temperature)
+        graphs = (torch.autograd.grad(_loss(net, b, temperature), weights, create_graph=True)
+                  for b in batches)
+    hg = [torch.zeros_like(w) for w in weights]
+    for graph in graphs:
+        z = sum((gi * ti).sum() for gi, ti in zip(g, graph, strict=True))
+        hg = [h + t for h, t in zip(hg, torch.autograd.grad(z, weights), strict=True)]
+    return {n: w.detach() * h for n, w, h in zip(names, weights, hg, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------
+# SynFlow: data-free synaptic flow.
+
+
+def synflow(model, batches, names, mask, generator, *, double: bool = False,
+            input_shape: tuple | None = None) -> Scores:
+    """SynFlow (Tanaka et al. 2020): theta * dR/dtheta with R = 1^T (prod_l |W_l|) 1.
+
+    R is the summed output of the net whose parameters and buffers are all replaced by
+    their absolute values (on a copy: the caller's weights keep their signs) fed one
+    all-ones input. BatchNorm is in eval mode, as in the reference code: a batch of one
+    constant image has zero variance in train mode. ``double`` scores in float64 (the
+    reference added it and reverted it the next day; deep nets can overflow float32).
+    ``input_shape`` (C, H, W): taken from the first batch when batches are given, else
+    (3, 32, 32), the CIFAR input.
+    """
+    if batches:
+        shape = tuple(batches[0][0].shape[1:])
+        if input_shape is not None and tuple(input_shape) != shape:
+            raise ValueError(f"input_shape {tuple(input_shape)} differs from the batches' {shape}")
+    else:
+        shape = tuple(input_shape) if input_shape is not None else (3, 32, 32)
+    if len(shape) < 1 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(f"input_shape must be a tuple of positive integers, got {shape!r}")
+    net, _ = _scoring_copy(model, names, "eval")
+    dtype = torch.float64 if double else torch.float32
+    net.to(dtype)
+    weights = [dict(net.named_parameters())[n] for n in names]
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            if t.is_floating_point():
+                t.abs_()
+    _apply(weights, names, mask)
+    x = torch.ones((1, *shape), dtype=dtype, device=weights[0].device)
+    grads = torch.autograd.grad(net(x).sum(), weights)
+    return {n: w.detach() * g for n, w, g in zip(names, weights, grads, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------
+# Baselines: magnitude and random.
+
+
+def magnitude(model, batches, names, mask, generator) -> Scores:
+    """|theta| at initialisation: keeps the largest initial weights."""
+    params = dict(model.named_parameters())
+    scores = {n: params[n].detach().abs() for n in names}
+    return scores if mask is None else {n: s * mask[n] for n, s in scores.items()}
+
+
+def random(model, batches, names, mask, generator) -> Scores:
+    """Uniform noise from ``generator``: the per-layer densities come from the scope
+    (``prune`` scopes "layerwise" = uniform per layer, "er", "erk", or "global")."""
+    params = dict(model.named_parameters())
+    return {n: torch.rand(params[n].shape, generator=generator).to(params[n].device)
+            for n in names}
+
+
+# ---------------------------------------------------------------------------------------
+# ProsPr: the meta-gradient of the loss after a few SGD steps.
+
+
+def prospr(model, batches, names, mask, generator, *, steps: int = 3, lr: float = 0.1,
+           momentum: float = 0.0, bn_mode: str = "train") -> Scores:
+    """ProsPr (Alizadeh et al. 2022): |dL(theta_K)/dm| after K SGD steps from theta * m.
+
+    The mask m (all ones, or the given mask) multiplies the scored weights once at the
+    start; every parameter (BatchNorm and biases too) then takes ``steps`` SGD steps on the
+    batches in turn, and the loss on the next batch is differentiated through all steps
+    back to m. Defaults are the reference CLI's (3 steps, lr 0.1, momentum 0; its README
+    example uses lr 0.5, momentum 0.9), train-mode BatchNorm as in the reference.
+    """
+    _check_positive("steps", steps, int)
+    _check_positive("lr", lr)
+    if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    net, _ = _scoring_copy(model, names, bn_mode, all_params=True)
+    params = dict(net.named_parameters())
+    buffers = dict(net.named_buffers())
+    m = {n: (torch.ones_like(params[n]) if mask is None else mask[n].to(params[n]))
+         .requires_grad_(True) for n in names}
+    fast = {k: p * m[k] if k in m else p for k, p in params.items()}
+    velocity = None
+
+    def loss(state, batch):
+        x, y = batch
+        out = functional_call(net, (state, buffers), (x.to(params[names[0]].device),))
+        return F.cross_entropy(out, y.to(out.device))
+
+    for k in range(steps):
+        grads = torch.autograd.grad(loss(fast, batches[k % len(batches)]), list(fast.values()),
+                                    create_graph=True)
+        velocity = grads if velocity is None else \
+            [momentum * v + g for v, g in zip(velocity, grads, strict=True)]
+        fast = {key: p - lr * v for (key, p), v in zip(fast.items(), velocity, strict=True)}
+    meta = torch.autograd.grad(loss(fast, batches[steps % len(batches)]), [m[n] for n in names])
+    return {n: g.abs() for n, g in zip(names, meta, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------
+# The registry.
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A scoring function and how ``prune_at_init`` uses it by default."""
+
+    score: Callable[..., Scores]
+    needs_data: bool
+    rounds: int = 1         # pruning rounds of the default schedule (1 = one shot)
+    revive: bool = False    # may a weight pruned in an earlier round come back?
+    scope: str = "global"   # default scope of the selection, see prune.SCOPES
+
+
+CRITERIA: Registry[Criterion] = Registry("criterion")
+CRITERIA.add("snip", Criterion(snip, needs_data=True))
+CRITERIA.add("grasp", Criterion(grasp, needs_data=True))
+# Synaptic-Flow's runs use 100 rounds for SynFlow (prune_epochs).
+CRITERIA.add("synflow", Criterion(synflow, needs_data=False, rounds=100))
+CRITERIA.add("magnitude", Criterion(magnitude, needs_data=False))
+CRITERIA.add("random", Criterion(random, needs_data=False, scope="layerwise"))
+# naver/force README: 60 rounds; Iter-SNIP keeps pruned weights pruned, FORCE may revive
+# them; both in train-mode BatchNorm.
+CRITERIA.add("iter_snip", Criterion(functools.partial(snip, bn_mode="train"), needs_data=True,
+                                    rounds=60))
+CRITERIA.add("force", Criterion(force, needs_data=True, rounds=60, revive=True))
+CRITERIA.add("prospr", Criterion(prospr, needs_data=True))

@@ -1,0 +1,299 @@
+"""From scores to masks: exact top-k selection, schedules, layer collapse, ``prune_at_init``.
+
+Selection keeps exactly ``round(density * N)`` weights, never a value threshold (a
+``<= threshold`` rule over-prunes when scores tie, Synaptic-Flow issue #12). Ties are broken
+by a permutation drawn from the seed, so the same seed gives the same mask and tied weights
+are not favoured by their position. The *scope* decides how many weights each layer keeps:
+
+* ``global``: one ranking over all layers; the scores decide the layer densities.
+* ``layerwise``: every layer keeps the same fraction (SynFlow's "local" scope).
+* ``er`` / ``erk``: Erdos-Renyi layer densities, proportional to (c_out + c_in) / (c_out c_in),
+  or to the sum over the product of all kernel dimensions (ERK, Evci et al. 2020), with
+  layers that would exceed density 1 kept dense (VITA-Group/Random_Pruning).
+
+In every scope but ``global`` the per-layer counts are apportioned by largest remainder, so
+the total is still exactly ``round(density * N)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+import torch
+from torch import nn
+
+from opai_lib import criteria, data, masks, models
+
+SCOPES = ("global", "layerwise", "er", "erk")
+SCHEDULES = ("exponential", "linear")
+ON_COLLAPSE = ("error", "repair", "allow")
+
+
+# ---------------------------------------------------------------------------------------
+# How many weights each layer keeps.
+
+
+def _apportion(targets: list[float], caps: list[int], total: int) -> list[int]:
+    """Integers close to ``targets`` (each at most its cap) summing to ``total``."""
+    counts = [min(cap, max(0, math.floor(t))) for t, cap in zip(targets, caps, strict=True)]
+    order = sorted(range(len(targets)), key=lambda i: (-(targets[i] - math.floor(targets[i])), i))
+    while sum(counts) < total:
+        for i in order:
+            if sum(counts) == total:
+                break
+            if counts[i] < caps[i]:
+                counts[i] += 1
+    return counts
+
+
+def erk_densities(shapes: Mapping[str, torch.Size], density: float, kind: str = "erk"
+                  ) -> dict[str, float]:
+    """Per-layer densities of the Erdos-Renyi family averaging to ``density``.
+
+    A layer's density is eps * raw with raw = (c_out + c_in) / (c_out * c_in) for ``er``
+    and sum(shape) / prod(shape) for ``erk``; eps is solved so that the kept weights add up
+    to density * N. A layer whose eps * raw would exceed 1 is made dense (the largest raw
+    first) and eps is solved again over the others.
+    """
+    if kind not in ("er", "erk"):
+        raise ValueError(f"kind must be 'er' or 'erk', got {kind!r}")
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    raw = {n: (sum(s) / math.prod(s)) if kind == "erk" else (s[0] + s[1]) / (s[0] * s[1])
+           for n, s in shapes.items()}
+    dense: set[str] = set()
+    budget = density * sum(sizes.values())
+    while True:
+        rest = [n for n in shapes if n not in dense]
+        weight = sum(raw[n] * sizes[n] for n in rest)
+        eps = (budget - sum(sizes[n] for n in dense)) / weight if weight else 0.0
+        over = [n for n in rest if eps * raw[n] > 1]
+        if not over:
+            break
+        dense.add(max(over, key=lambda n: raw[n]))
+    return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+
+
+def layer_budgets(shapes: Mapping[str, torch.Size], density: float, scope: str
+                  ) -> dict[str, int] | None:
+    """Weights kept per layer under ``scope`` (None for ``global``: the scores decide)."""
+    _check_scope(scope)
+    if scope == "global":
+        return None
+    sizes = [math.prod(s) for s in shapes.values()]
+    if scope == "layerwise":
+        per_layer = dict.fromkeys(shapes, density)
+    else:
+        per_layer = erk_densities(shapes, density, scope)
+    targets = [per_layer[n] * size for n, size in zip(shapes, sizes, strict=True)]
+    counts = _apportion(targets, sizes, round(density * sum(sizes)))
+    return dict(zip(shapes, counts, strict=True))
+
+
+# ---------------------------------------------------------------------------------------
+# Selection.
+
+
+def _check_scope(scope) -> None:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+
+
+def _check_fraction(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
+
+
+def _top(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Flat indices of the ``k`` highest scores; ties broken by a seeded permutation."""
+    perm = torch.randperm(scores.numel(), generator=generator, device="cpu")
+    order = torch.sort(scores.detach().flatten().cpu()[perm], descending=True, stable=True)
+    return perm[order.indices[:k]]
+
+
+def select(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global",
+           seed: int = 0) -> masks.Mask:
+    """Keep exactly ``round((1 - sparsity) * N)`` weights of highest score.
+
+    ``scores`` may hold -inf (never kept unless a budget forces it) but not NaN.
+    """
+    _check_fraction("sparsity", sparsity)
+    _check_scope(scope)
+    for n, s in scores.items():
+        if torch.isnan(s).any():
+            raise ValueError(f"scores of {n} contain NaN")
+    g = torch.Generator().manual_seed(seed)
+    density = 1 - sparsity
+    budgets = layer_budgets({n: s.shape for n, s in scores.items()}, density, scope)
+    if budgets is None:
+        flat = torch.cat([s.detach().flatten().cpu().double() for s in scores.values()])
+        keep = torch.zeros(flat.numel(), dtype=torch.bool)
+        keep[_top(flat, round(density * flat.numel()), g)] = True
+        pieces = keep.split([s.numel() for s in scores.values()])
+        return {n: p.view(s.shape).to(s.device)
+                for (n, s), p in zip(scores.items(), pieces, strict=True)}
+    mask = {}
+    for n, s in scores.items():
+        keep = torch.zeros(s.numel(), dtype=torch.bool)
+        keep[_top(s.double(), budgets[n], g)] = True
+        mask[n] = keep.view(s.shape).to(s.device)
+    return mask
+
+
+def schedule_densities(density: float, rounds: int, schedule: str = "exponential"
+                       ) -> list[float]:
+    """Density after each of ``rounds`` rounds; the last is exactly ``density``.
+
+    ``exponential``: density ** (t / T) (SynFlow, FORCE's kappa^(t/T)); ``linear``:
+    1 - (1 - density) t / T.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    steps = [t / rounds for t in range(1, rounds)]
+    if schedule == "exponential":
+        return [density ** f for f in steps] + [density]
+    return [1 - (1 - density) * f for f in steps] + [density]
+
+
+def repair_collapse(mask: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor]
+                    ) -> masks.Mask:
+    """Give every empty layer its best-scored weight, taken from the lowest-scored kept
+    weight of a layer that keeps at least two, so the total count is unchanged."""
+    mask = {n: m.clone() for n, m in mask.items()}
+    for dead in masks.empty_layers(mask):
+        donors = [n for n, m in mask.items() if int(m.sum()) >= 2]
+        if not donors:
+            raise ValueError("cannot repair a layer collapse: no layer keeps two weights")
+        worst = min(donors, key=lambda n: scores[n][mask[n]].min().item())
+        flat = mask[worst].view(-1)
+        kept = torch.nonzero(flat).flatten()
+        flat[kept[scores[worst].flatten()[kept].argmin()]] = False
+        mask[dead].view(-1)[scores[dead].flatten().argmax()] = True
+    return mask
+
+
+def density_report(mask: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """One row per masked tensor (shape, weights, kept, density) and a ``total`` row."""
+    rows = [{"layer": n, "shape": tuple(m.shape), "weights": m.numel(), "kept": int(m.sum())}
+            for n, m in mask.items()]
+    rows.append({"layer": "total", "shape": (), "weights": sum(r["weights"] for r in rows),
+                 "kept": sum(r["kept"] for r in rows)})
+    table = pd.DataFrame(rows).set_index("layer")
+    table["density"] = table["kept"] / table["weights"]
+    return table
+
+
+# ---------------------------------------------------------------------------------------
+# Material: what a data-dependent criterion is fed.
+
+
+def scoring_batches(images: data.ImageSet, per_class: int = 10, num_batches: int = 1,
+                    seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``num_batches`` class-balanced batches of ``per_class`` images of every class.
+
+    Images are distinct across batches, normalised with the set's statistics, not augmented.
+    Reference defaults on CIFAR-10: GraSP 10 per class in 1 batch (CIFAR-100: 5 per class x 2
+    for ResNet-32); SNIP one random batch of 100 (not balanced); Synaptic-Flow a random
+    subset of 10 x classes images (not balanced); FORCE 1 batch (10 on CIFAR-100).
+    """
+    for name, value in (("per_class", per_class), ("num_batches", num_batches)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    idx = data.balanced_indices(images.labels, per_class * num_batches, seed)
+    idx = idx.view(images.num_classes, num_batches, per_class)
+    out = []
+    for b in range(num_batches):
+        part = images.subset(idx[:, b].flatten())
+        out.append(next(iter(data.batches(part, len(part), train=False))))
+    return out
+
+
+def _as_batches(material) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """A list of (x, y) batches from one batch, an iterable of batches, or None."""
+    if material is None:
+        return None
+    if isinstance(material, (tuple, list)) and len(material) == 2 and \
+            all(isinstance(t, torch.Tensor) for t in material):
+        material = [material]
+    if not isinstance(material, Iterable):
+        raise ValueError("material must be a batch (x, y), an iterable of batches, or None; "
+                         f"got {type(material).__name__}")
+    batches = list(material)
+    if not batches:
+        raise ValueError("material holds no batch")
+    for i, b in enumerate(batches):
+        ok = isinstance(b, (tuple, list)) and len(b) == 2 and \
+            all(isinstance(t, torch.Tensor) for t in b)
+        if not ok or not b[0].is_floating_point() or b[0].ndim < 2 or b[1].ndim != 1 \
+                or len(b[0]) != len(b[1]) or b[1].is_floating_point():
+            raise ValueError(f"material batch {i} must be (x float (B, ...), y integer (B,)), "
+                             f"got {type(b).__name__}")
+    return batches
+
+
+# ---------------------------------------------------------------------------------------
+# The one entry point.
+
+
+def _check_options(name: str, score, options: dict) -> None:
+    params = list(inspect.signature(score).parameters.values())[5:]
+    allowed = [p.name for p in params]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for criterion {name!r}; "
+                         f"its options are {allowed}")
+
+
+def prune_at_init(model: nn.Module, criterion: str, material, sparsity: float, seed: int = 0,
+                  *, scope: str | None = None, rounds: int | None = None,
+                  schedule: str = "exponential", on_collapse: str = "error",
+                  first_layer: bool = True, last_layer: bool = True, **options) -> masks.Mask:
+    """The mask that ``criterion`` fed ``material`` chooses at ``sparsity``; the model is
+    left untouched (apply the mask with ``masks.apply_mask``).
+
+    ``material``: a batch (x, y), an iterable of batches, or None for a data-free criterion.
+    ``scope``, ``rounds`` (1 = one shot) default to the criterion's (``criteria.CRITERIA``);
+    with several rounds the density follows ``schedule`` and the criterion re-scores the
+    masked net each round. ``on_collapse``: a layer left with no weight raises ("error"),
+    gets its best-scored weight back ("repair", see ``repair_collapse``), or stays empty
+    ("allow"). ``first_layer``/``last_layer`` False keep that layer dense (not in the mask).
+    ``seed`` drives every random draw (random scores, GraSP's re-initialisation, ties);
+    the global RNG is not used. ``options`` go to the criterion.
+    """
+    crit = criteria.CRITERIA.get(criterion)
+    _check_fraction("sparsity", sparsity)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    scope = crit.scope if scope is None else scope
+    _check_scope(scope)
+    densities = schedule_densities(1 - sparsity, crit.rounds if rounds is None else rounds,
+                                   schedule)
+    if on_collapse not in ON_COLLAPSE:
+        raise ValueError(f"on_collapse must be one of {ON_COLLAPSE}, got {on_collapse!r}")
+    _check_options(criterion, crit.score, options)
+    batches = _as_batches(material)
+    if crit.needs_data and batches is None:
+        free = [n for n in criteria.CRITERIA.names() if not criteria.CRITERIA.get(n).needs_data]
+        raise ValueError(f"criterion {criterion!r} needs material (a batch or batches); "
+                         f"the data-free criteria are {free}")
+    names = list(models.prunable(model, first_layer, last_layer))
+    generator = torch.Generator().manual_seed(seed)
+    mask = None
+    for t, density in enumerate(densities):
+        scores = crit.score(model, batches, names, mask, generator, **options)
+        if mask is not None and not crit.revive:
+            scores = {n: s.masked_fill(~mask[n], -math.inf) for n, s in scores.items()}
+        mask = select(scores, 1 - density, scope, seed=seed * 1000 + t)
+    dead = masks.empty_layers(mask)
+    if dead and on_collapse == "error":
+        raise ValueError(
+            f"layer collapse: {criterion} at sparsity {sparsity} kept no weight in "
+            f"{', '.join(dead)}. Lower the sparsity, choose another scope, or pass "
+            "on_collapse='repair' (or 'allow' to keep the empty layers).")
+    if dead and on_collapse == "repair":
+        mask = repair_collapse(mask, scores)
+    return mask
