@@ -1,0 +1,237 @@
+"""ACE and TCAV: answers known in advance on tiny models, synthetic activations and images."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from opai_lib import concepts as C
+from opai_lib import data, models
+
+# The synthetic set is noisy: SLIC needs more compactness there to cut it at all.
+TINY = dict(n_segments=(6, 12), compactness=20.0, discovery_images=8, tcav_images=8, n_clusters=4,
+            min_cluster_size=3, concept_size=6, num_negatives=3, num_null=4)
+
+
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] (N, C, H, W) as uint8 (N, H, W, C)."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def linear_head_model(seed=0):
+    """flatten -> Linear (the bottleneck, named '1') -> Linear head: logits linear in it."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 8), nn.Linear(8, 2)).eval()
+
+
+def gap_head_model(seed=0):
+    """conv -> ReLU (the bottleneck, '1') -> global average pooling -> Linear."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 3)).eval()
+
+
+NORM = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def test_gradient_equals_head_weight_and_tcav_is_one_or_zero():
+    model = linear_head_model()
+    clf = C.Classifier(model, "1", NORM, "linear")
+    images = as_images(torch.rand(12, 3, 4, 4, generator=torch.Generator().manual_seed(1)))
+    grads = C.class_gradients(clf, images, label=1)
+    w = model[2].weight[1].detach()
+    torch.testing.assert_close(grads, w.expand(12, -1))  # hand derivation: d(w.a + b)/da = w
+    g = torch.Generator().manual_seed(2)
+    unit = w / w.norm()
+    negatives = [torch.randn(20, 8, generator=g) for _ in range(5)]
+    aligned, _ = C.train_cavs(torch.randn(20, 8, generator=g) + 4 * unit, negatives, 0.01, 0)
+    opposite, _ = C.train_cavs(torch.randn(20, 8, generator=g) - 4 * unit, negatives, 0.01, 0)
+    assert (aligned @ unit > 0.5).all() and (opposite @ unit < -0.5).all()
+    assert C.tcav_scores(grads, aligned).tolist() == [1.0] * 5
+    assert C.tcav_scores(grads, opposite).tolist() == [0.0] * 5
+
+
+def test_tcav_counts_positive_dot_products():
+    grads = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0], [2.0, -1.0]])
+    cavs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert C.tcav_scores(grads, cavs).tolist() == [0.5, 0.25]
+
+
+def test_constant_gradient_guard_fires_on_gap_then_linear_head():
+    clf = C.Classifier(gap_head_model(), "1", NORM, "gap")
+    images = as_images(torch.rand(10, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="same class-logit gradient.*linear"):
+        C.check_gradient_spread(C.class_gradients(clf, images, 0), "1")
+    conv = C.Classifier(gap_head_model(), "0", NORM, "gap")  # before the ReLU: varies
+    C.check_gradient_spread(C.class_gradients(conv, images, 0), "0")
+
+
+def test_guard_stops_discovery_at_a_resnet_stage_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPAI_CACHE_DIR", str(tmp_path))
+    model = models.get_model("resnet20", width=0.25, seed=0).eval()
+    train = data.synthetic(train=True)
+    settings = C.ACESettings(**TINY)
+    with pytest.raises(ValueError, match="'layer3' gives nearly the same"):
+        C.discover(C.Classifier(model, "layer3", NORM, "r20"), train, [0], settings)
+    images = train.images[:16]
+    C.check_gradient_spread(
+        C.class_gradients(C.Classifier(model, "layer3.1", NORM, "r20"), images, 0), "layer3.1")
+    assert not list(tmp_path.glob("concepts/*"))  # nothing computed, nothing cached
+
+
+def test_unknown_layer_is_an_error_naming_layers():
+    with pytest.raises(ValueError, match="no layer 'layer9'.*layer3"):
+        C.Classifier(models.get_model("resnet20", width=0.25), "layer9", NORM, "r20")
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="negatives"):
+        C.ACESettings(negatives="noise")
+    with pytest.raises(ValueError, match="n_segments"):
+        C.ACESettings(n_segments=(3, 1))
+    assert C.ACESettings.for_image_size(224).n_segments == (15, 50, 80)
+
+
+def smooth_images(n, seed=0):
+    """Smooth colour fields (no noise): SLIC at the 32x32 defaults cuts them in pieces."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=32,
+                                        mode="bilinear", align_corners=False)
+    return as_images(x)
+
+
+def test_slic_segments_of_one_resolution_are_disjoint_and_filtered():
+    settings = C.ACESettings()
+    for image in smooth_images(5).numpy():
+        masks, resolution = C.segment_image(image, settings)
+        assert len(masks) >= 3 and (masks.sum((1, 2)) >= settings.min_area).all()
+        for r in np.unique(resolution):
+            assert masks[resolution == r].sum(0).max() == 1  # disjoint pixels
+        for i in range(len(masks)):  # no kept segment duplicates one of an earlier resolution
+            earlier = masks[resolution < resolution[i]]
+            inter = (earlier & masks[i]).sum((1, 2))
+            union = (earlier | masks[i]).sum((1, 2))
+            assert len(earlier) == 0 or (inter / union).max() <= settings.max_jaccard
+
+
+def test_patches_keep_the_segment_in_place_and_fill_the_rest():
+    train = data.load_dataset("synthetic", "train")
+    segs = C.segment_images(train.images[:3], C.ACESettings())
+    p = C.patches(segs, train.mean)
+    fill = C.fill_value(train.mean)
+    source = train.images[segs.image_of]
+    inside = segs.masks[..., None].expand_as(p)
+    assert torch.equal(p[inside], source[inside])
+    assert (p[~segs.masks] == fill).all()
+
+
+def test_crop_of_a_whole_image_is_the_image_and_crops_have_input_size():
+    train = data.load_dataset("synthetic", "train")
+    whole = C.Segments(train.images[:2], torch.ones(2, 32, 32, dtype=torch.bool),
+                       torch.tensor([0, 1]), torch.tensor([0, 0]))
+    assert torch.equal(C.crops(whole, train.mean), train.images[:2])
+    segs = C.segment_images(train.images[:2], C.ACESettings())
+    assert C.crops(segs, train.mean).shape == (len(segs), 32, 32, 3)
+    assert C.crops(segs, train.mean, size=(16, 16)).shape == (len(segs), 16, 16, 3)
+
+
+def test_acceptance_rules_of_ace():
+    s = C.ACESettings(discovery_images=40, min_cluster_size=20, concept_size=5)
+    image_of = np.concatenate([np.arange(30), np.zeros(30, int), np.arange(12).repeat(2)])
+    assign = np.repeat([0, 1, 2], [30, 30, 24])
+    distance = np.arange(len(assign), dtype=float)[::-1]
+    kept = C.accept_clusters(assign, distance, image_of, s)
+    # cluster 0: 30 distinct of 30 -> kept; cluster 1: one image -> dropped;
+    # cluster 2: 12 distinct of 24 (not > half; > a quarter and > 10 = 0.25 * 40) -> kept.
+    assert [sorted(k.tolist()) for k in kept] == [list(range(25, 30)), list(range(79, 84))]
+
+
+def null_world(seed, n_sets, set_size=20, dim=16):
+    """Random 'patch' activations: every set drawn from the same distribution."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(set_size, dim, generator=g) + 0.5 for _ in range(n_sets)]
+
+
+def test_calibrated_test_passes_fresh_null_concepts_at_its_nominal_rate():
+    settings = C.ACESettings()  # level 0.05
+    g = torch.Generator().manual_seed(0)
+    grads = torch.randn(50, 16, generator=g) + torch.linspace(-1, 1, 16)  # a class's gradients
+    negatives = null_world(1, 10)
+
+    def mean_tcav(concept, seed):
+        return float(C.tcav_scores(grads, C.train_cavs(concept, negatives, 0.01, seed)[0]).mean())
+
+    calibration = torch.tensor([mean_tcav(c, i) for i, c in enumerate(null_world(2, 50))])
+    fresh = [mean_tcav(c, 100 + i) for i, c in enumerate(null_world(3, 50))]
+    passed = sum(C.null_p(m, calibration) <= settings.level for m in fresh)
+    assert passed <= 5  # at most 10 % of 50 at the 5 % level
+    important = torch.randn(20, 16, generator=g) + 0.5 + 3 * torch.linspace(-1, 1, 16)
+    assert C.null_p(mean_tcav(important, 999), calibration) <= settings.level
+    loo = C.false_positive_rates(calibration, torch.ones(50), settings)
+    assert loo["null"] <= 0.1 and loo["ttest"] == 0.0
+
+
+def test_ttest_matches_scipy_and_handles_identical_scores():
+    from scipy import stats
+
+    a, b = torch.tensor([0.9, 0.8, 1.0, 0.7]), torch.tensor([0.5, 0.6, 0.4, 0.6])
+    assert C.ttest_p(a, b) == pytest.approx(stats.ttest_rel(a.numpy(), b.numpy()).pvalue)
+    assert C.ttest_p(b, b) == 1.0
+
+
+@pytest.fixture(scope="module")
+def synthetic_concepts(tmp_path_factory):
+    """Tiny trained net on the synthetic set; discovery cached in a temporary directory."""
+    from opai_lib.config import Recipe
+    from opai_lib.train import train
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OPAI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    train_set = data.synthetic(train=True)
+    model = models.get_model("tiny", seed=0)
+    train(model, data.batches(train_set, 64, train=True, seed=0),
+          Recipe(epochs=2, batch_size=64, lr=0.05, schedule="constant"), progress=False)
+    clf = C.Classifier(model.eval(), "bn1", (train_set.mean, train_set.std), "tiny")
+    settings = C.ACESettings(**TINY)
+    found = C.discover(clf, train_set, [0, 1], settings, seed=0)
+    yield clf, train_set, settings, found
+    mp.undo()
+
+
+def test_discovery_ranks_concepts_and_keeps_tcav_images_apart(synthetic_concepts):
+    clf, train_set, settings, found = synthetic_concepts
+    for k, cc in found.classes.items():
+        assert cc.concepts, f"no concept for class {k}"
+        means = [c.mean_tcav for c in cc.concepts]
+        assert means == sorted(means, reverse=True)
+        for c in cc.concepts:
+            assert len(c.members) <= settings.concept_size and c.tcav.shape == (3,)
+            assert 0 < c.null_p <= 1 and 0 <= c.ttest_p <= 1
+        assert cc.null_means.shape == (settings.num_null,)
+        tcav_idx, disc_idx = C.class_images(train_set, k, settings, 0, 0)
+        assert not set(tcav_idx) & set(disc_idx)
+        assert (train_set.labels[disc_idx] == k).all()
+        assert torch.equal(cc.segments.images, train_set.images[disc_idx])
+
+
+def test_discovery_is_cached_and_deterministic(synthetic_concepts, tmp_path, monkeypatch):
+    clf, train_set, settings, found = synthetic_concepts
+    again = C.discover(clf, train_set, [0, 1], settings, seed=0)  # from the cache
+    assert [c.mean_tcav for c in again.classes[0].concepts] == \
+        [c.mean_tcav for c in found.classes[0].concepts]
+    monkeypatch.setenv("OPAI_CACHE_DIR", str(tmp_path))
+    fresh = C.discover(clf, train_set, [0], settings, seed=0)  # recomputed, same seed
+    assert [c.members.tolist() for c in fresh.classes[0].concepts] == \
+        [c.members.tolist() for c in found.classes[0].concepts]
+    assert len(list((tmp_path / "concepts").glob("*.pt"))) == 2  # bank + class 0
+    other = C.discover(clf, train_set, [0], settings, seed=1)
+    assert other.classes[0].segments.images.shape == fresh.classes[0].segments.images.shape
+    assert not torch.equal(other.classes[0].segments.images, fresh.classes[0].segments.images)
+
+
+def test_discover_validates_before_compute(synthetic_concepts):
+    clf, train_set, settings, _ = synthetic_concepts
+    with pytest.raises(ValueError, match="classes"):
+        C.discover(clf, train_set, [10], settings)
+    with pytest.raises(ValueError, match="needs 72 images"):
+        C.discover(clf, train_set, [0], C.ACESettings(**{**TINY, "discovery_images": 64}))
