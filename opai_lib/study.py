@@ -64,16 +64,31 @@ class RunConfig:
         require(all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str)
                     for o in self.method_options), self, "method_options",
                 "a tuple of (name, value) pairs")
-        require(self.material_per_class >= 1, self, "material_per_class", "an integer >= 1")
         if self.method.startswith(EXPANDER_PREFIX):
             from opai_lib import expanders
 
             expanders.GENERATORS.get(self.method.removeprefix(EXPANDER_PREFIX))
         elif self.method != "dense":
-            from opai_lib import criteria, materials
+            from opai_lib import criteria
 
             criteria.CRITERIA.get(self.method)
+        if self.uses_material():
+            from opai_lib import materials
+
             materials.MATERIALS.get(self.material)
+            require(self.material_per_class >= 1, self, "material_per_class",
+                    "an integer >= 1")
+        else:  # one key for runs that differ only in a material nobody reads
+            object.__setattr__(self, "material", "none")
+            object.__setattr__(self, "material_per_class", 0)
+
+    def uses_material(self) -> bool:
+        """Whether the method feeds data to its criterion."""
+        if self.method == "dense" or self.method.startswith(EXPANDER_PREFIX):
+            return False
+        from opai_lib import criteria
+
+        return criteria.CRITERIA.get(self.method).needs_data
 
     def key(self) -> str:
         """A short hash naming the run's record."""
@@ -114,7 +129,7 @@ def make_mask(cfg: RunConfig, model, train_set) -> masks.Mask | None:
     from opai_lib import materials, prune
 
     material = materials.make_material(cfg.material, train_set, cfg.material_per_class,
-                                       seed=cfg.seed)
+                                       seed=cfg.seed) if cfg.uses_material() else None
     return prune.prune_at_init(model, cfg.method, material, cfg.sparsity, seed=cfg.seed,
                                **options)
 
