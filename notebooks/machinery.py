@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from opai_lib import config, data, masks, models, study
+from opai_lib import config, data, models, study
 from opai_lib.train import evaluate
 
 P = config.get_profile(profile, **({} if seeds is None else {"seeds": tuple(seeds)}))

@@ -38,9 +38,14 @@ def check_types(obj) -> None:
 
 
 def require(condition: bool, obj, name: str, allowed: str) -> None:
+    """A field check of dataclass ``obj``; the error names the field, value and rule."""
+    check_parameter(condition, f"{type(obj).__name__}.{name}", getattr(obj, name), allowed)
+
+
+def check_parameter(condition: bool, name: str, value, allowed: str) -> None:
+    """A notebook parameter check, run before any compute."""
     if not condition:
-        raise ValueError(f"{type(obj).__name__}.{name} = {getattr(obj, name)!r}; "
-                         f"allowed: {allowed}")
+        raise ValueError(f"{name} = {value!r}; allowed: {allowed}")
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,14 @@ def density(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
+def removed_fraction(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of all of ``model``'s prunable weights that ``mask`` removes."""
+    from opai_lib.models import prunable
+
+    total = sum(p.numel() for p in prunable(model).values())
+    return sum(int((~m).sum()) for m in mask.values()) / total
+
+
 def empty_layers(mask: Mapping[str, torch.Tensor]) -> list[str]:
     """Names of the tensors with no weight left: such a layer cuts the network in two."""
     return [name for name, m in mask.items() if not bool(m.any())]
