@@ -88,7 +88,7 @@ def xnet_graph(n_in: int, n_out: int, edges: int, rng: np.random.Generator) -> B
 
 
 def rreg_graph(n_in: int, n_out: int, edges: int, rng: np.random.Generator,
-               sweeps: int = 20) -> Biadjacency:
+               sweeps: int = 10) -> Biadjacency:
     """A near-uniform simple graph with degrees as equal as possible on both sides.
 
     More than half full, the complement (also balanced) is drawn instead, where switches
@@ -116,8 +116,8 @@ def _switch(u: np.ndarray, v: np.ndarray, n_in: int, n_out: int, sweeps: int,
     new pairs are absent. A pair is swapped only if its block {a, c} x {b, d} shares no
     cell with the block of any other pair of the round: then no swap changes what another
     swap reads, so a round is a product of independent, symmetric switches and the uniform
-    distribution stays stationary. Rounds are sized so that about 4 in 5 blocks are
-    isolated; ``sweeps`` is the number of swap proposals per edge.
+    distribution stays stationary. ``sweeps`` is the expected number of isolated swap
+    proposals per edge.
     """
     v = v.copy()
     edges = len(u)
@@ -125,11 +125,12 @@ def _switch(u: np.ndarray, v: np.ndarray, n_in: int, n_out: int, sweeps: int,
         return v
     present = np.zeros(n_in * n_out, dtype=bool)
     present[u * n_out + v] = True
-    # Another pair's block meets a given block with probability ~ 8 * density per pair
-    # of the whole edge set; propose from a fraction of the edges to keep that near 1/5.
-    fraction = min(1.0, n_in * n_out / (40 * edges))
-    pairs = max(1, int(fraction * edges / 2))
-    for _ in range(math.ceil(sweeps * edges / (2 * pairs))):
+    # Another pair's block meets a given block with probability ~16 / (n_in * n_out), so
+    # with P pairs a block is isolated with probability ~exp(-16 P / (n_in n_out)). P is
+    # chosen to maximise isolated proposals per round (that probability near 1/e).
+    pairs = max(1, min(edges // 2, n_in * n_out // 16))
+    rate = math.exp(-16 * pairs / (n_in * n_out))
+    for _ in range(math.ceil(sweeps * edges / (2 * pairs * rate))):
         chosen = rng.choice(edges, size=2 * pairs, replace=False)
         a, b = chosen[:pairs], chosen[pairs:]
         ua, ub, va, vb = u[a] * n_out, u[b] * n_out, v[a], v[b]
