@@ -45,6 +45,8 @@ from opai_lib.config import check_types, param, require
 
 log = logging.getLogger(__name__)
 
+CACHE_FORMAT = 1  # part of every cache key: bump when what is stored changes
+
 
 # ---------------------------------------------------------------------------------------
 # Settings.
@@ -79,6 +81,8 @@ class ACESettings:
     ttest_p: float = param(0.01, "ACE's paired t-test: significant when p is below this")
     level: float = param(0.05, "the null test: significant when its permutation p-value "
                                 "is at most this")
+    material_test: str = param("null", "the test a concept must pass to feed materials",
+                               ("null", "ttest", "none"))
 
     def __post_init__(self):
         check_types(self)
@@ -96,6 +100,9 @@ class ACESettings:
         require(self.cav_alpha > 0, self, "cav_alpha", "a positive number")
         require(0 < self.ttest_p < 1, self, "ttest_p", "0 < ttest_p < 1")
         require(0 < self.level < 1, self, "level", "0 < level < 1")
+        require(1 / (self.num_null + 1) <= self.level, self, "num_null",
+                f">= {int(np.ceil(1 / self.level)) - 1}: with fewer null concepts no "
+                f"permutation p-value can reach level {self.level}")
 
     @classmethod
     def for_image_size(cls, size: int, **overrides) -> ACESettings:
@@ -107,15 +114,30 @@ class ACESettings:
         return cls(**{**ace, **overrides})
 
 
+# Small settings for the synthetic test set (64 noisy images a class), for plumbing checks
+# only: SLIC needs more compactness to cut its noisy images at all, and TCAV under the tiny
+# net is noise there (null concepts reach mean scores from 0 to 1, no concept passes the
+# null test), so materials draw from the top concepts without a test.
+SYNTHETIC_SETTINGS = dict(n_segments=(6, 12), compactness=20.0, discovery_images=16,
+                          tcav_images=16, n_clusters=6, min_cluster_size=4, concept_size=10,
+                          num_negatives=5, num_null=20, material_test="none")
+
+
 @dataclass(frozen=True)
 class Classifier:
     """A trained classifier, the bottleneck layer ACE works in, and the input statistics the
-    classifier expects (``(mean, std)`` per channel, on images scaled to [0, 1])."""
+    classifier expects (``(mean, std)`` per channel, on images scaled to [0, 1]).
+
+    ``fixed=True`` says the name alone identifies the weights (checksum-verified published
+    weights, or a seeded recipe): the cache key then holds the name, not a hash of the
+    weights, which may differ in the last bits between machines and thread counts.
+    """
 
     model: nn.Module
     layer: str
     normalization: tuple
     name: str
+    fixed: bool = False
 
     def __post_init__(self):
         modules = dict(self.model.named_modules())
@@ -139,7 +161,7 @@ def reference_classifier(name: str = "resnet20", layer: str | None = None,
     if name in models.PRETRAINED:
         model = models.load_pretrained(name)
         return Classifier(model.eval(), layer or "layer3.1", models.PRETRAINED_NORMALIZATION,
-                          f"pretrained-{name}")
+                          f"pretrained-{name}", fixed=True)
     if name == "imagenet_resnet50":
         if weights is None or not Path(weights).exists():
             raise FileNotFoundError(f"ImageNet ResNet-50 weights {weights!r} not found; pass "
@@ -400,11 +422,13 @@ def false_positive_rates(null_means: torch.Tensor, null_ttest_p: torch.Tensor,
 @dataclass
 class Concept:
     """A concept of class ``label``: segment indices (into the class's Segments, nearest the
-    centre first), its TCAV scores against each negative set and both tests' p-values."""
+    centre first), its direction (the unit mean of its CAVs), its TCAV scores against each
+    negative set and both tests' p-values."""
 
     label: int
     members: torch.Tensor
     centre: torch.Tensor
+    direction: torch.Tensor
     tcav: torch.Tensor
     cav_accuracy: float
     ttest_p: float
@@ -573,7 +597,8 @@ def discover_class(clf: Classifier, data: data_mod.ImageSet, label: int, bank: R
         cavs, acc = train_cavs(acts[torch.from_numpy(members)], negatives, settings.cav_alpha,
                                seed * 7 + label * 101 + c)
         scores = tcav_scores(grads, cavs)
-        concepts.append(Concept(label, torch.from_numpy(members), centre, scores,
+        direction = cavs.mean(0) / cavs.mean(0).norm().clamp_min(1e-12)
+        concepts.append(Concept(label, torch.from_numpy(members), centre, direction, scores,
                                 float(acc.mean()), ttest_p(scores, random_tcav),
                                 null_p(float(scores.mean()), null_means)))
     concepts.sort(key=lambda k: -k.mean_tcav)
@@ -676,8 +701,9 @@ def discover(clf: Classifier, data: data_mod.ImageSet, classes=None,
                          f"discovery_images); the smallest has {int(counts[classes].min())}")
     tcav_all = np.concatenate([class_images(data, k, settings, seed, 0)[0]
                                for k in range(data.num_classes)])
-    base = fingerprint(clf.model, clf.layer, list(clf.normalization), data.images, data.labels,
-                       dataclasses.asdict(settings), seed)
+    base = fingerprint(clf.name if clf.fixed else clf.model, clf.layer,
+                       list(clf.normalization), data.images, data.labels,
+                       dataclasses.asdict(settings), seed, CACHE_FORMAT)
     root = data_mod.cache_dir() / "concepts"
     bank = None
 
@@ -703,3 +729,97 @@ def discover(clf: Classifier, data: data_mod.ImageSet, classes=None,
             use_cache)
     return ConceptSet(settings, clf.name, clf.layer, data.name, tuple(data.mean), result,
                       bank.timings if bank is not None else {})
+
+
+# ---------------------------------------------------------------------------------------
+# What the concepts are worth: stability across discovery sets, the classifier's verdict.
+
+
+def stability(splits: list[ConceptSet], label: int, n: int = 5, test: str = "null"
+              ) -> dict[str, float]:
+    """Does a disjoint discovery set find the same top concepts of ``label``?
+
+    For every ordered pair of splits (a, b) and every top-``n`` concept of a passing
+    ``test``, the concept of b with the closest direction (cosine of unit mean CAVs) is
+    found among all of b's concepts. ``agreement``: how often that match is among b's top
+    concepts; ``chance``: the same rate for a match drawn at random; ``cosine``: the mean
+    cosine of the matches.
+    """
+    if len(splits) < 2:
+        raise ValueError(f"stability needs at least 2 concept sets, got {len(splits)}")
+    hits, chance, cosines = [], [], []
+    for a in splits:
+        for b in splits:
+            if a is b:
+                continue
+            everything = b.classes[label].concepts
+            top_b = {id(c) for c in b.top(label, n, test)}
+            if not everything:
+                continue
+            dirs = torch.stack([c.direction for c in everything])
+            for concept in a.top(label, n, test):
+                cos = dirs @ concept.direction
+                best = int(cos.argmax())
+                hits.append(id(everything[best]) in top_b)
+                chance.append(len(top_b) / len(everything))
+                cosines.append(float(cos[best]))
+    if not hits:
+        return {"agreement": float("nan"), "chance": float("nan"), "cosine": float("nan")}
+    return {"agreement": float(np.mean(hits)), "chance": float(np.mean(chance)),
+            "cosine": float(np.mean(cosines))}
+
+
+def classifier_agreement(clf: Classifier, found: ConceptSet, label: int, n: int = 5,
+                         test: str = "null") -> list[dict[str, float]]:
+    """How often the classifier itself assigns a top concept's members to ``label``: as
+    full-size patches (the DOP material) and as resized crops (what ACE clusters)."""
+    cc = found.classes[label]
+    rows = []
+    for concept in found.top(label, n, test):
+        segs = cc.segments.subset(concept.members)
+        row = {}
+        for kind, images in [("patch", patches(segs, found.mean)),
+                             ("crop", crops(segs, found.mean))]:
+            with torch.no_grad():
+                pred = clf.model.eval()(_inputs(images, clf.normalization)).argmax(1)
+            row[kind] = float((pred == label).float().mean())
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Defaults per dataset.
+
+CIFAR10_NAMES = ("CIFAR-10", data_mod.CIFAR10_JPEG_NAME)
+
+
+def default_classifier(data: data_mod.ImageSet) -> Classifier:
+    """The reference classifier of a dataset: the pretrained ResNet-20 at ``layer3.1`` for
+    CIFAR-10; for the synthetic set, the tiny net trained on it for 2 epochs (seed 0, a few
+    seconds), at ``bn1``."""
+    if data.name in CIFAR10_NAMES:
+        return reference_classifier("resnet20")
+    if data.name == "synthetic":
+        from opai_lib.config import Recipe
+        from opai_lib.train import train
+
+        model = models.get_model("tiny", data.num_classes, seed=0)
+        train(model, data_mod.batches(data, 64, train=True, seed=0),
+              Recipe(epochs=2, batch_size=64, lr=0.05, schedule="constant"), progress=False)
+        return Classifier(model.eval(), "bn1", (data.mean, data.std),
+                          "synthetic-tiny-2-epochs-seed-0", fixed=True)
+    raise ValueError(f"no default classifier for dataset {data.name!r}; build a Classifier and "
+                     "call discover(classifier, data) yourself")
+
+
+def default_settings(data: data_mod.ImageSet) -> ACESettings:
+    if data.name == "synthetic":
+        return ACESettings(**SYNTHETIC_SETTINGS)
+    return ACESettings.for_image_size(data.images.shape[1])
+
+
+def discover_default(data: data_mod.ImageSet, classes=None, seed: int = 0, split: int = 0
+                     ) -> ConceptSet:
+    """``discover`` with the dataset's default classifier and settings (cached)."""
+    return discover(default_classifier(data), data, classes, default_settings(data), seed,
+                    split)

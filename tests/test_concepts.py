@@ -10,7 +10,7 @@ from opai_lib import data, models
 
 # The synthetic set is noisy: SLIC needs more compactness there to cut it at all.
 TINY = dict(n_segments=(6, 12), compactness=20.0, discovery_images=8, tcav_images=8, n_clusters=4,
-            min_cluster_size=3, concept_size=6, num_negatives=3, num_null=4)
+            min_cluster_size=3, concept_size=6, num_negatives=3, num_null=4, level=0.2)
 
 
 def as_images(x: torch.Tensor) -> torch.Tensor:
@@ -186,6 +186,8 @@ def synthetic_concepts(tmp_path_factory):
     from opai_lib.train import train
 
     mp = pytest.MonkeyPatch()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: threads only cost, most under a loaded CPU
     mp.setenv("OPAI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     train_set = data.synthetic(train=True)
     model = models.get_model("tiny", seed=0)
@@ -196,6 +198,7 @@ def synthetic_concepts(tmp_path_factory):
     found = C.discover(clf, train_set, [0, 1], settings, seed=0)
     yield clf, train_set, settings, found
     mp.undo()
+    torch.set_num_threads(threads)
 
 
 def test_discovery_ranks_concepts_and_keeps_tcav_images_apart(synthetic_concepts):

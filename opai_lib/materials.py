@@ -1,0 +1,216 @@
+"""What a pruning criterion is fed: the DOP paper's materials behind one function.
+
+``make_material(name, data, per_class, seed)`` returns a batch ``(x, y)``: ``x`` float NCHW in the
+normalisation of the network being pruned (``data.mean``/``data.std``), after the training
+augmentation (``data.augment_crop_flip``), ``y`` the class labels grouped by class.
+
+- ``image``: class-balanced random training images (what SNIP and GraSP use).
+- ``dop``: discriminative image patches (Yang et al. 2022, Algorithm 1): segments of the
+  top concepts of each class at their original position, the rest at the dataset mean;
+  ``per_class`` patches spread evenly over the top ``top`` concepts (the paper: 5 concepts,
+  2 patches each for SNIP, 6 for GraSP).
+- ``stitch``: Super Stitching (Algorithm 2): per image, the top concepts in ascending order
+  of importance each contribute one randomly popped segment per round, pasted at its
+  original position, until the covered-pixel ratio r (eq. 6) reaches ``sigma``.
+- ablations (section 4.2): ``all_ones`` (inputs of ones, real labels), ``random_segment``
+  (random segments of the class's discovery images, not chosen by concept, same count and
+  fill as ``dop``), ``less_patch`` (one patch per class, whatever ``per_class`` says).
+
+Concept materials are drawn from a ``concepts.ConceptSet``; without one, the cached
+discovery with the dataset's default classifier (``concepts.discover_default``: for
+CIFAR-10 the pretrained ResNet-20 at ``layer3.1``) is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from opai_lib import concepts as concepts_mod
+from opai_lib import data as data_mod
+from opai_lib.registry import Registry
+
+log = logging.getLogger(__name__)
+
+MATERIALS = Registry("material")
+CONCEPT_MATERIALS = ("dop", "stitch", "random_segment", "less_patch")
+
+
+@dataclass(frozen=True)
+class Request:
+    data: data_mod.ImageSet
+    per_class: int
+    seed: int
+    concepts: concepts_mod.ConceptSet | None
+    sigma: float
+    top: int
+    test: str
+
+    def rng(self, label: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, label])
+
+    def labels(self) -> range:
+        return range(self.data.num_classes)
+
+
+def finish(images: torch.Tensor, labels: torch.Tensor, req: Request, augment: bool
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training augmentation on (B, H, W, C) uint8, then the dataset's normalisation."""
+    if augment:
+        g = torch.Generator().manual_seed(req.seed)
+        images = data_mod.augment_crop_flip(images, g)
+    mean = torch.tensor(req.data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(req.data.std).view(1, -1, 1, 1)
+    x = (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    return x.contiguous(), labels
+
+
+def _choose(pool_size: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` indices of a pool, without replacement while the pool lasts."""
+    reps = -(-count // pool_size)
+    return np.concatenate([rng.permutation(pool_size) for _ in range(reps)])[:count]
+
+
+def _top(req: Request, label: int) -> list[concepts_mod.Concept]:
+    top = req.concepts.top(label, req.top, req.test)
+    if not top:
+        raise ValueError(f"class {label} ({req.data.classes[label]}) has no concept passing "
+                         f"the {req.test!r} test; use test='none' or other settings")
+    return top
+
+
+@MATERIALS.register("image")
+def image_material(req: Request, augment: bool):
+    idx = data_mod.balanced_indices(req.data.labels, req.per_class, req.seed)
+    return finish(req.data.images[idx], req.data.labels[idx], req, augment)
+
+
+@MATERIALS.register("all_ones")
+def all_ones_material(req: Request, augment: bool):
+    """Inputs of exactly one (no augmentation, no normalisation: nothing to move)."""
+    _, h, w, c = req.data.images.shape
+    y = torch.arange(req.data.num_classes).repeat_interleave(req.per_class)
+    return torch.ones(len(y), c, h, w), y
+
+
+def _segment_patches(req: Request, label: int, members: torch.Tensor) -> torch.Tensor:
+    segs = req.concepts.classes[label].segments.subset(members)
+    return concepts_mod.patches(segs, req.data.mean)
+
+
+@MATERIALS.register("dop")
+def dop_material(req: Request, augment: bool):
+    images = []
+    for k in req.labels():
+        top, rng = _top(req, k), req.rng(k)
+        counts = [req.per_class // len(top) + (i < req.per_class % len(top))
+                  for i in range(len(top))]
+        for concept, n in zip(top, counts, strict=True):
+            if n:
+                pick = concept.members[_choose(len(concept.members), n, rng)]
+                images.append(_segment_patches(req, k, pick))
+    y = torch.arange(req.data.num_classes).repeat_interleave(req.per_class)
+    return finish(torch.cat(images), y, req, augment)
+
+
+@MATERIALS.register("less_patch")
+def less_patch_material(req: Request, augment: bool):
+    """One patch per class: a random member of the class's top concept."""
+    images = []
+    for k in req.labels():
+        best = _top(req, k)[0]
+        pick = best.members[_choose(len(best.members), 1, req.rng(k))]
+        images.append(_segment_patches(req, k, pick))
+    return finish(torch.cat(images), torch.arange(req.data.num_classes), req, augment)
+
+
+@MATERIALS.register("random_segment")
+def random_segment_material(req: Request, augment: bool):
+    images = []
+    for k in req.labels():
+        n_segments = len(req.concepts.classes[k].segments)
+        pick = torch.from_numpy(_choose(n_segments, req.per_class, req.rng(k)))
+        images.append(_segment_patches(req, k, pick))
+    y = torch.arange(req.data.num_classes).repeat_interleave(req.per_class)
+    return finish(torch.cat(images), y, req, augment)
+
+
+def stitch(segments: concepts_mod.Segments, concept_members: list[torch.Tensor], sigma: float,
+           fill: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, float]:
+    """Algorithm 2: one Super Stitching image (H, W, C) uint8 and its coverage r.
+
+    ``concept_members`` are the concepts' segment indices in ascending order of importance.
+    Each round, every concept with segments left in the waiting list pops one at random and
+    pastes it at its original position (later, more important, segments on top); rounds go
+    on until the covered fraction of pixels reaches ``sigma``. An empty waiting list is
+    refilled with every concept's segments.
+    """
+    h, w, c = segments.images.shape[1:]
+    canvas = fill.view(1, 1, c).expand(h, w, c).clone()
+    covered = torch.zeros(h, w, dtype=torch.bool)
+    waiting: list[list[int]] = [[] for _ in concept_members]
+    while covered.float().mean() < sigma:
+        if not any(waiting):
+            before = covered.clone()
+            waiting = [[int(i) for i in rng.permutation(m.numpy())] for m in concept_members]
+        for queue in waiting:
+            if queue:
+                s = queue.pop()
+                mask = segments.masks[s]
+                canvas[mask] = segments.images[segments.image_of[s]][mask]
+                covered |= mask
+        if not any(waiting) and torch.equal(before, covered):
+            union = covered.float().mean().item()
+            raise ValueError(f"the concepts' segments cover only {union:.2f} of the image; "
+                             f"no stitching reaches sigma={sigma}")
+    return canvas, float(covered.float().mean())
+
+
+@MATERIALS.register("stitch")
+def stitch_material(req: Request, augment: bool):
+    images = []
+    fill = concepts_mod.fill_value(req.data.mean)
+    for k in req.labels():
+        ascending = [c.members for c in reversed(_top(req, k))]
+        segs, rng = req.concepts.classes[k].segments, req.rng(k)
+        images += [stitch(segs, ascending, req.sigma, fill, rng)[0]
+                   for _ in range(req.per_class)]
+    y = torch.arange(req.data.num_classes).repeat_interleave(req.per_class)
+    return finish(torch.stack(images), y, req, augment)
+
+
+def make_material(name: str, data: data_mod.ImageSet, per_class: int, seed: int,
+             concepts: concepts_mod.ConceptSet | None = None, sigma: float = 0.5,
+             top: int = 5, test: str | None = None, augment: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch ``(x, y)`` of material ``name`` (see ``MATERIALS.names()``): ``per_class``
+    examples of every class of ``data`` (training images), drawn with ``seed``.
+
+    ``concepts`` feeds the concept materials (default: the cached discovery with the
+    dataset's default classifier); ``top`` concepts per class among those that pass ``test``
+    ('null', 'ttest' or 'none'; default: the concepts' ``settings.material_test``, 'null'
+    unless set otherwise); fewer when fewer pass, an error when none does. ``sigma`` is
+    Super Stitching's coverage threshold.
+    """
+    build = MATERIALS.get(name)
+    if not isinstance(data, data_mod.ImageSet):
+        raise ValueError(f"data must be an in-memory ImageSet, got {type(data).__name__}")
+    for arg, value, low in [("per_class", per_class, 1), ("top", top, 1), ("seed", seed, 0)]:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+    if not (isinstance(sigma, (int, float)) and 0 < sigma <= 1):
+        raise ValueError(f"sigma must be a number in (0, 1], got {sigma!r}")
+    if test not in (None, "null", "ttest", "none"):
+        raise ValueError(f"test must be 'null', 'ttest' or 'none', got {test!r}")
+    if name in CONCEPT_MATERIALS:
+        if concepts is None:
+            concepts = concepts_mod.discover_default(data)
+        missing = sorted(set(range(data.num_classes)) - set(concepts.classes))
+        if missing:
+            raise ValueError(f"material {name!r} needs concepts of every class; the concept "
+                             f"set lacks classes {missing}")
+        test = test or concepts.settings.material_test
+    return build(Request(data, per_class, seed, concepts, float(sigma), top, test), augment)
