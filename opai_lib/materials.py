@@ -77,8 +77,8 @@ def _choose(pool_size: int, count: int, rng: np.random.Generator) -> np.ndarray:
 def _top(req: Request, label: int) -> list[concepts_mod.Concept]:
     top = req.concepts.top(label, req.top, req.test)
     if not top:
-        raise ValueError(f"class {label} ({req.data.classes[label]}) has no concept passing "
-                         f"the {req.test!r} test; use test='none' or other settings")
+        raise ValueError(f"class {label} has no concept passing the {req.test!r} test; use "
+                         "test='none' or other settings")
     return top
 
 
@@ -169,17 +169,25 @@ def stitch(segments: concepts_mod.Segments, concept_members: list[torch.Tensor],
     return canvas, float(covered.float().mean())
 
 
+def stitched(found: concepts_mod.ConceptSet, label: int, sigma: float, count: int, seed: int,
+             top: int = 5, test: str | None = None) -> tuple[torch.Tensor, list[float]]:
+    """``count`` Super Stitching images (B, H, W, C) uint8 of class ``label`` from its ``top``
+    concepts passing ``test`` (default: ``settings.material_test``), and their coverages."""
+    test = test or found.settings.material_test
+    req = Request(None, count, seed, found, sigma, top, test)
+    ascending = [c.members for c in reversed(_top(req, label))]
+    segs, rng = found.classes[label].segments, req.rng(label)
+    fill = concepts_mod.fill_value(found.mean)
+    pairs = [stitch(segs, ascending, sigma, fill, rng) for _ in range(count)]
+    return torch.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+
 @MATERIALS.register("stitch")
 def stitch_material(req: Request, augment: bool):
-    images = []
-    fill = concepts_mod.fill_value(req.data.mean)
-    for k in req.labels():
-        ascending = [c.members for c in reversed(_top(req, k))]
-        segs, rng = req.concepts.classes[k].segments, req.rng(k)
-        images += [stitch(segs, ascending, req.sigma, fill, rng)[0]
-                   for _ in range(req.per_class)]
+    images = [stitched(req.concepts, k, req.sigma, req.per_class, req.seed, req.top,
+                       req.test)[0] for k in req.labels()]
     y = torch.arange(req.data.num_classes).repeat_interleave(req.per_class)
-    return finish(torch.stack(images), y, req, augment)
+    return finish(torch.cat(images), y, req, augment)
 
 
 def make_material(name: str, data: data_mod.ImageSet, per_class: int, seed: int,
