@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -631,7 +632,7 @@ def _cache_load_or_build(path: Path, build, use_cache: bool):
     obj = build()
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(obj)}")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # one writer per process
         torch.save(obj, tmp)
         tmp.replace(path)
     return obj

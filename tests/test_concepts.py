@@ -84,7 +84,31 @@ def test_unknown_layer_is_an_error_naming_layers():
         C.Classifier(models.get_model("resnet20", width=0.25), "layer9", NORM, "r20")
 
 
+def test_imagenet_classifier_needs_its_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights"):
+        C.reference_classifier("imagenet_resnet50", weights=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="no reference classifier 'vgg'"):
+        C.reference_classifier("vgg")
+
+
+def test_whole_image_negatives_are_training_images():
+    train = data.synthetic(train=True)
+    clf = C.Classifier(models.get_model("tiny", seed=0).eval(), "bn1", NORM, "tiny")
+    settings = C.ACESettings(**{**TINY, "negatives": "images"})
+    exclude = np.arange(8)
+    bank = C.build_random_bank(clf, train, settings, seed=0, exclude=exclude)
+    assert bank.negatives.shape == (3, 6, 32, 32, 3)
+    assert bank.random_cavs.shape == (3, 8 * 32 * 32)
+    assert bank.null_cavs.shape == (4, 3, 8 * 32 * 32)
+    flat = train.images.flatten(1)
+    for image in bank.negatives.flatten(0, 1):
+        match = (flat == image.flatten()).all(1).nonzero().flatten()
+        assert len(match) == 1 and match.item() not in exclude
+
+
 def test_settings_are_validated():
+    with pytest.raises(ValueError, match="num_null"):
+        C.ACESettings(num_null=10)  # (1 + 0) / 11 > 0.05: the null test could never pass
     with pytest.raises(ValueError, match="negatives"):
         C.ACESettings(negatives="noise")
     with pytest.raises(ValueError, match="n_segments"):
