@@ -235,15 +235,20 @@ def layer_report(mask: Mapping[str, torch.Tensor], samples: int = 1000, seed: in
 
 def network_expansion(mask: Mapping[str, torch.Tensor], samples: int = 1000, seed: int = 0
                       ) -> dict[str, float]:
-    """A network's expansion: the mean over its masked tensors (dense ones included) of the
-    sampled expansion and of sigma_2 / Ramanujan bound, with the total density."""
-    rows = layer_report(mask, samples, seed)
-    kept, total = sum(r["kept"] for r in rows), sum(r["weights"] for r in rows)
-    return {"expansion": float(np.mean([r["expansion"] for r in rows])),
-            "sigma2_over_bound": float(np.mean([r["sigma2"] / r["ramanujan_bound"]
-                                                if r["ramanujan_bound"] else 0.0
-                                                for r in rows])),
-            "density": kept / total}
+    """A network's expansion: means over its sparse tensors of the sampled expansion and of
+    sigma_2 / Ramanujan bound, with the total density over all tensors of ``mask``.
+
+    Tensors kept whole (the dense first or last layer) are left out: a complete graph says
+    nothing about a generator. So are layers whose Ramanujan bound is 0 (average degrees at
+    most 1 on both sides: a partial matching) from the spectral mean; NaN if none is left.
+    """
+    rows = layer_report({n: m for n, m in mask.items() if not m.all()}, samples, seed)
+    kept = sum(int(m.sum()) for m in mask.values())
+    total = sum(m.numel() for m in mask.values())
+    ratios = [r["sigma2"] / r["ramanujan_bound"] for r in rows if r["ramanujan_bound"] > 0]
+    return {"expansion": float(np.mean([r["expansion"] for r in rows])) if rows else math.nan,
+            "sigma2_over_bound": float(np.mean(ratios)) if ratios else math.nan,
+            "density": kept / total if total else 1.0}
 
 
 # ---------------------------------------------------------------------------------------

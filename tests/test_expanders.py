@@ -282,3 +282,13 @@ def test_bad_input_fails_before_compute(resnet, kwargs, message):
     kwargs = {"generator": "rreg", **kwargs}
     with pytest.raises(ValueError, match=message):
         expanders.expander_mask(resnet, **kwargs)
+
+
+def test_network_expansion_leaves_out_dense_layers(resnet):
+    mask = expanders.expander_mask(resnet, "rreg", density=0.2)  # stem and fc dense
+    sparse = {n: m for n, m in mask.items() if not m.all()}
+    assert len(sparse) == len(mask) - 2
+    rows = expanders.layer_report(sparse, samples=100)
+    e = expanders.network_expansion(mask, samples=100)
+    assert e["expansion"] == pytest.approx(np.mean([r["expansion"] for r in rows]))
+    assert e["density"] == pytest.approx(masks.density(mask)["total"])
