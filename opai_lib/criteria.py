@@ -146,6 +146,9 @@ def grasp(model, batches, names, mask, generator, *, temperature: float = 200.0,
                 if isinstance(m, nn.Linear):
                     nn.init.xavier_normal_(m.weight, generator=generator)
     _apply(weights, names, mask)
+    # On CPU the double backward through ReLU and BatchNorm runs about 1.3x faster on
+    # NCHW-contiguous activations than on channels-last ones (benchmarks/score_cost.py).
+    batches = [(x.contiguous(), y) for x, y in batches]
     if len(batches) == 1:  # one batch: reuse its graph for both g and Hg
         graph = torch.autograd.grad(_loss(net, batches[0], temperature), weights,
                                     create_graph=True)

@@ -2,8 +2,8 @@
 
 Selection keeps exactly ``round(density * N)`` weights, never a value threshold (a
 ``<= threshold`` rule over-prunes when scores tie, Synaptic-Flow issue #12). Ties are broken
-by a permutation drawn from the seed, so the same seed gives the same mask and tied weights
-are not favoured by their position. The *scope* decides how many weights each layer keeps:
+at the cut by a draw from the seed, so the same seed gives the same mask and tied weights are
+not favoured by their position. The *scope* decides how many weights each layer keeps:
 
 * ``global``: one ranking over all layers; the scores decide the layer densities.
 * ``layerwise``: every layer keeps the same fraction (SynFlow's "local" scope).
@@ -17,6 +17,7 @@ the total is still exactly ``round(density * N)``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Iterable, Mapping
@@ -107,10 +108,15 @@ def _check_fraction(name: str, value) -> None:
 
 
 def _top(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Flat indices of the ``k`` highest scores; ties broken by a seeded permutation."""
-    perm = torch.randperm(scores.numel(), generator=generator, device="cpu")
-    order = torch.sort(scores.detach().flatten().cpu()[perm], descending=True, stable=True)
-    return perm[order.indices[:k]]
+    """Flat indices of the ``k`` highest scores; ties at the cut drawn from ``generator``."""
+    flat = scores.detach().flatten().cpu()
+    if k == 0:
+        return torch.zeros(0, dtype=torch.long)
+    cut = torch.kthvalue(flat, flat.numel() - k + 1).values  # the k-th largest score
+    above = torch.nonzero(flat > cut).flatten()
+    tied = torch.nonzero(flat == cut).flatten()
+    pick = torch.randperm(len(tied), generator=generator)[: k - len(above)]
+    return torch.cat([above, tied[pick]])
 
 
 def select(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global",
@@ -128,7 +134,8 @@ def select(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "gl
     density = 1 - sparsity
     budgets = layer_budgets({n: s.shape for n, s in scores.items()}, density, scope)
     if budgets is None:
-        flat = torch.cat([s.detach().flatten().cpu().double() for s in scores.values()])
+        dtype = functools.reduce(torch.promote_types, [s.dtype for s in scores.values()])
+        flat = torch.cat([s.detach().flatten().cpu().to(dtype) for s in scores.values()])
         keep = torch.zeros(flat.numel(), dtype=torch.bool)
         keep[_top(flat, round(density * flat.numel()), g)] = True
         pieces = keep.split([s.numel() for s in scores.values()])
@@ -137,7 +144,7 @@ def select(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "gl
     mask = {}
     for n, s in scores.items():
         keep = torch.zeros(s.numel(), dtype=torch.bool)
-        keep[_top(s.double(), budgets[n], g)] = True
+        keep[_top(s, budgets[n], g)] = True
         mask[n] = keep.view(s.shape).to(s.device)
     return mask
 
