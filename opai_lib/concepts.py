@@ -379,8 +379,14 @@ def train_cav(positive: torch.Tensor, negative: torch.Tensor, alpha: float,
 
 def train_cavs(positive: torch.Tensor, negatives: list[torch.Tensor], alpha: float,
                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One CAV per negative set: (num_negatives, D) and their accuracies."""
-    pairs = [train_cav(positive, neg, alpha, seed * 1009 + i) for i, neg in enumerate(negatives)]
+    """One CAV per negative set: (num_negatives, D) and their accuracies. Trained in threads
+    (scikit-learn's SGD releases the GIL); each CAV has its own seed, so the result does not
+    depend on the thread count."""
+    from joblib import Parallel, delayed
+
+    jobs = (delayed(train_cav)(positive, neg, alpha, seed * 1009 + i)
+            for i, neg in enumerate(negatives))
+    pairs = Parallel(n_jobs=torch.get_num_threads(), prefer="threads")(jobs)
     return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
 
