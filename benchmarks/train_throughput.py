@@ -9,15 +9,14 @@ import time
 
 import torch
 
-from opai_lib import data, masks, models
+from opai_lib import data, masks, models, prune
 from opai_lib.config import Recipe
 from opai_lib.train import train
 
 
 def random_mask(model, density, seed):
-    g = torch.Generator().manual_seed(seed)
-    return {n: torch.rand(p.shape, generator=g) < density
-            for n, p in models.prunable(model).items()}
+    """Uniform random pruning: every layer keeps the fraction ``density``."""
+    return prune.prune_at_init(model, "random", None, 1 - density, seed=seed)
 
 
 def images_per_second(model, batches, recipe, device):
