@@ -1,0 +1,147 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # What each criterion keeps: per-layer densities at 90 % sparsity
+#
+# A pruning-at-initialisation criterion gives every weight a score, and a mask keeps the
+# weights of highest score. Frankle et al. (2021) found that what matters most in such a mask
+# is how many weights it leaves in each layer, not which ones. This page shows, for one
+# ResNet-20 at initialisation, the layer densities that each criterion of `opai_lib.criteria`
+# chooses when it keeps 10 % of the weights over the whole network (global ranking, exactly
+# `round(0.1 N)` weights kept).
+#
+# What each criterion rewards:
+#
+# - **SNIP** {cite}`lee2019snip` keeps the weights whose removal would change the loss on the
+#   scoring batch the most, to first order: large |weight x gradient|.
+# - **Iterative SNIP** (de Jorge et al. 2021) applies SNIP's score again and again on the
+#   masked network as the density shrinks along kappa^(t/T), so it rewards weights that stay
+#   salient once others are gone.
+# - **FORCE** (de Jorge et al. 2021) scores the dense initial weights with the gradient of
+#   the masked network, so it rewards weights that would matter if they were restored;
+#   a weight pruned earlier may come back.
+# - **GraSP** {cite}`wang2020grasp` keeps the weights whose removal would most reduce the
+#   gradient norm (θ·Hg high), so it rewards weights that carry the gradient flow.
+# - **ProsPr** (Alizadeh et al. 2022) keeps the weights whose mask most changes the loss
+#   reached after a few SGD steps, rewarding weights that matter for early training.
+# - **SynFlow** {cite}`tanaka2020synflow` needs no data: it keeps the weights that carry most of
+#   the product of absolute weights along input-output paths, re-scored over 100 rounds, so
+#   it rewards connectivity and avoids emptying a layer.
+# - **Magnitude** keeps the largest initial weights, which favours layers initialised with
+#   a large variance (Kaiming init: small fan-in).
+# - **Random** rewards nothing: it keeps the same 10 % of every layer.
+
+# %% tags=["parameters"]
+profile = "cpu"
+model_name = "resnet20"
+sparsity = 0.9
+seed = 0
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from opai_lib import config, criteria, data, models, plots, prune
+
+P = config.get_profile(profile)
+names = criteria.CRITERIA.names()
+models.MODELS.get(model_name)
+if not (isinstance(sparsity, float) and 0 <= sparsity < 1):
+    raise ValueError(f"sparsity must be a float in [0, 1), got {sparsity!r}")
+plots.setup_style()
+
+# %% [markdown]
+# The material of the data-dependent criteria is one class-balanced batch of training
+# images, the profile's number per class, drawn with the page's seed. The network is the
+# profile's width of the model, initialised from the same seed.
+
+# %%
+images = data.load_dataset(P.dataset, "train")
+material = prune.scoring_batches(images, per_class=P.score_per_class, num_batches=1,
+                                 seed=seed)
+model = models.get_model(model_name, num_classes=images.num_classes, width=P.width, seed=seed)
+n_weights = sum(p.numel() for p in models.prunable(model).values())
+print(f"profile {P.name}: {model_name} (width {P.width}, seed {seed}), {n_weights:,} prunable "
+      f"weights in {len(models.prunable(model))} tensors; material: {len(material[0][1])} "
+      f"{images.name} training images ({P.score_per_class} per class); "
+      f"{torch.get_num_threads()} CPU threads")
+
+# %%
+found, seconds = {}, {}
+for name in names:
+    t0 = time.perf_counter()
+    found[name] = prune.prune_at_init(model, name, material, sparsity, seed=seed,
+                                      on_collapse="allow")
+    seconds[name] = time.perf_counter() - t0
+densities = pd.DataFrame({name: prune.density_report(m)["density"] for name, m in found.items()})
+rounds = {name: criteria.CRITERIA.get(name).rounds for name in names}
+scopes = {name: criteria.CRITERIA.get(name).scope for name in names}
+pd.DataFrame({"scope": scopes, "rounds": rounds, "seconds": seconds,
+              "empty layers": {n: int((densities[n].drop("total") == 0).sum()) for n in names}})
+
+# %% [markdown]
+# Per-layer densities, layers in network order (`linear` is the classifier). The dashed line
+# is the overall density every mask keeps exactly.
+
+# %%
+fig, ax = plt.subplots(figsize=(11, 4.5))
+plots.layer_density_plot(densities, ax=ax, log=True,
+                         title=f"{model_name} at {sparsity:.0%} sparsity: fraction kept per layer")
+plt.show()
+
+# %%
+table = densities.copy()
+table.index = [plots.short_layer_name(n) for n in table.index]
+table.insert(0, "weights", prune.density_report(found[names[0]])["weights"].to_numpy())
+table.style.format({n: "{:.3f}" for n in names}).background_gradient(
+    subset=names, cmap="viridis", axis=None)
+
+# %% [markdown]
+# Summaries of the figure, computed from the table: the density of the first convolution
+# and of the classifier, and how unequal each criterion's layer densities are (largest over
+# smallest non-empty layer density).
+
+# %%
+layers = densities.drop(index="total")
+summary = pd.DataFrame({
+    "first conv": layers.iloc[0],
+    "classifier": layers.iloc[-1],
+    "densest layer": layers.idxmax().map(plots.short_layer_name),
+    "sparsest layer": layers.idxmin().map(plots.short_layer_name),
+    "max / min density": layers.max() / layers.where(layers > 0).min(),
+})
+summary.style.format({"first conv": "{:.3f}", "classifier": "{:.3f}",
+                      "max / min density": "{:.1f}"})
+
+# %% [markdown]
+# Which criteria favour the two ends of the network, where layers are small (the first
+# convolution and the classifier), over the large convolutions of the last stage?
+
+# %%
+last_stage = [n for n in layers.index if n.startswith("layer3.")]
+ends_denser = [n for n in names
+               if min(layers[n].iloc[0], layers[n].iloc[-1]) > layers[n][last_stage].max()]
+print(f"criteria whose first convolution and classifier are both denser than every layer of "
+      f"the last stage: {ends_denser or 'none'}")
+print(f"most unequal layer densities: {summary['max / min density'].idxmax()} "
+      f"(max / min = {summary['max / min density'].max():.1f}); "
+      f"most even: {summary['max / min density'].idxmin()} "
+      f"(max / min = {summary['max / min density'].min():.1f})")
+
+# %% [markdown]
+# The criteria agree on direction more than on degree: the data-dependent ones and SynFlow
+# move weights from the large last-stage convolutions to the small layers, and they differ
+# in how strongly they do so (last column of the summary). The chapters that follow ask
+# whether feeding the data-dependent criteria other material changes these densities and
+# the accuracy the masks reach after training.
