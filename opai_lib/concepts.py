@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,8 +42,6 @@ from torch import nn
 from opai_lib import data as data_mod
 from opai_lib import models
 from opai_lib.config import check_types, param, require
-
-log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # part of every cache key: bump when what is stored changes
 

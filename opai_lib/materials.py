@@ -23,7 +23,6 @@ CIFAR-10 the pretrained ResNet-20 at ``layer3.1``) is used.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +31,6 @@ import torch
 from opai_lib import concepts as concepts_mod
 from opai_lib import data as data_mod
 from opai_lib.registry import Registry
-
-log = logging.getLogger(__name__)
 
 MATERIALS = Registry("material")
 CONCEPT_MATERIALS = ("dop", "stitch", "random_segment", "less_patch")
