@@ -38,13 +38,15 @@ CONCEPT_MATERIALS = ("dop", "stitch", "random_segment", "less_patch")
 
 @dataclass(frozen=True)
 class Request:
+    """The validated arguments of one ``make_material`` call."""
+
     data: data_mod.ImageSet
     per_class: int
     seed: int
     concepts: concepts_mod.ConceptSet | None
     sigma: float
     top: int
-    test: str
+    test: str | None
 
     def rng(self, label: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, label])
