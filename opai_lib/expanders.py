@@ -173,11 +173,12 @@ def channel_graph(mask: torch.Tensor) -> Biadjacency:
     return mask.reshape(mask.shape[0], mask.shape[1], -1).any(-1).T.cpu().numpy()
 
 
-def _random_subsets(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
+def _random_subsets(n: int, samples: int, rng: np.random.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """``samples`` indicator rows of random subsets of size k, k uniform in [1, ceil(n/2))."""
     sizes = rng.integers(1, max(2, math.ceil(n / 2)), size=samples)
     ranks = np.argsort(np.argsort(rng.random((samples, n)), axis=1), axis=1)
-    return (ranks < sizes[:, None]).astype(np.float32), sizes
+    return torch.from_numpy((ranks < sizes[:, None]).astype(np.float32)), torch.from_numpy(sizes)
 
 
 class ExpansionSampler:
@@ -186,7 +187,8 @@ class ExpansionSampler:
     Each of ``samples`` draws takes a random left set S_L and right set S_R (sizes uniform
     in [1, ceil(n/2))) and scores |N(S_L)| / |S_L| + |N(S_R)| / |S_R|; the estimate is the
     total over 2 * samples. One sampler reuses its sets for every graph it scores, so
-    candidates of a best-of-N selection are compared on the same sets.
+    candidates of a best-of-N selection are compared on the same sets. The products run in
+    torch, so they use the threads ``torch.set_num_threads`` allows (one per sweep worker).
     """
 
     def __init__(self, n_in: int, n_out: int, samples: int = 1000, seed=0):
@@ -195,7 +197,7 @@ class ExpansionSampler:
         self.right, self.right_sizes = _random_subsets(n_out, samples, rng)
 
     def __call__(self, graph: Biadjacency) -> float:
-        g = graph.astype(np.float32)
+        g = torch.from_numpy(graph.astype(np.float32))
         reach_left = ((self.left @ g) > 0).sum(1) / self.left_sizes
         reach_right = ((self.right @ g.T) > 0).sum(1) / self.right_sizes
         return float((reach_left.sum() + reach_right.sum()) / (2 * len(self.left_sizes)))
