@@ -777,6 +777,17 @@ def stability(splits: list[ConceptSet], label: int, n: int = 5, test: str = "nul
             "cosine": float(np.mean(cosines))}
 
 
+def shared_direction(found: ConceptSet) -> float:
+    """Mean cosine between the directions of every two concepts of ``found`` (all classes):
+    near 0 when concepts point their own ways, high when all CAVs share a component (as
+    they do against whole-image negatives: "a patch, not a photo")."""
+    dirs = torch.stack([c.direction for cc in found.classes.values() for c in cc.concepts])
+    if len(dirs) < 2:
+        raise ValueError(f"need at least 2 concepts, found {len(dirs)}")
+    cos = dirs @ dirs.T
+    return float((cos.sum() - cos.diagonal().sum()) / (len(dirs) * (len(dirs) - 1)))
+
+
 def classifier_agreement(clf: Classifier, found: ConceptSet, label: int, n: int = 5,
                          test: str = "null") -> list[dict[str, float]]:
     """How often the classifier itself assigns a top concept's members to ``label``: as

@@ -262,3 +262,34 @@ def test_discover_validates_before_compute(synthetic_concepts):
         C.discover(clf, train_set, [10], settings)
     with pytest.raises(ValueError, match="needs 72 images"):
         C.discover(clf, train_set, [0], C.ACESettings(**{**TINY, "discovery_images": 64}))
+
+
+def fake_concept(label, direction, mean_tcav=0.5):
+    return C.Concept(label, torch.arange(3), torch.zeros(2), torch.tensor(direction),
+                     torch.full((4,), mean_tcav), 0.8, 0.5, 0.5)
+
+
+def fake_set(directions_by_class, settings=None):
+    segs = C.Segments(torch.zeros(1, 4, 4, 3, dtype=torch.uint8),
+                      torch.ones(3, 4, 4, dtype=torch.bool), torch.zeros(3, dtype=torch.long),
+                      torch.zeros(3, dtype=torch.long))
+    classes = {k: C.ClassConcepts(k, segs, [fake_concept(k, d, 1 - i / 10)
+                                            for i, d in enumerate(dirs)],
+                                  torch.zeros(50), torch.ones(50), torch.zeros(4))
+               for k, dirs in directions_by_class.items()}
+    return C.ConceptSet(settings or C.ACESettings(), "fake", "l", "d", (0.5,) * 3, classes)
+
+
+def test_shared_direction_is_the_mean_pairwise_cosine():
+    found = fake_set({0: [[1.0, 0.0], [0.0, 1.0]], 1: [[1.0, 0.0]]})
+    assert C.shared_direction(found) == pytest.approx((0 + 1 + 0) / 3)
+
+
+def test_stability_finds_the_same_top_concepts():
+    a = fake_set({0: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]})
+    b = fake_set({0: [[0.0, 0.99, 0.1], [0.99, 0.0, 0.1], [0.1, 0.1, 0.99]]})
+    same = C.stability([a, b], 0, n=2, test="none")
+    assert same["agreement"] == 1.0 and same["chance"] == pytest.approx(2 / 3)
+    c = fake_set({0: [[0.0, 0.0, 1.0], [0.1, 0.0, 0.99], [0.99, 0.1, 0.0]]})
+    moved = C.stability([a, c], 0, n=2, test="none")
+    assert moved["agreement"] == 0.0  # the top concepts of a are the last one of c
