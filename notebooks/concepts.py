@@ -257,6 +257,13 @@ print(f"classes {[train_set.classes[k] for k in stable[:2]]}")
 pd.DataFrame(neg_rows).set_index("negatives").round(2)
 
 # %% [markdown]
+# Against whole images the concept directions share a large common component (first
+# column): much of what such a CAV encodes is "a patch on grey, not a photo", the same for
+# every concept. Against random patches the directions are close to orthogonal, so a CAV
+# encodes what sets its concept apart from other patches. This is why random patches are
+# the default negatives here.
+
+# %% [markdown]
 # ## Super Stitching and the materials
 #
 # Algorithm 2 of the paper stitches, per image, one randomly popped segment of each top
