@@ -810,6 +810,7 @@ def classifier_agreement(clf: Classifier, found: ConceptSet, label: int, n: int 
 # Defaults per dataset.
 
 CIFAR10_NAMES = ("CIFAR-10", data_mod.CIFAR10_JPEG_NAME)
+_TRAINED: dict[str, Classifier] = {}
 
 
 def default_classifier(data: data_mod.ImageSet) -> Classifier:
@@ -822,11 +823,15 @@ def default_classifier(data: data_mod.ImageSet) -> Classifier:
         from opai_lib.config import Recipe
         from opai_lib.train import train
 
-        model = models.get_model("tiny", data.num_classes, seed=0)
-        train(model, data_mod.batches(data, 64, train=True, seed=0),
-              Recipe(epochs=2, batch_size=64, lr=0.05, schedule="constant"), progress=False)
-        return Classifier(model.eval(), "bn1", (data.mean, data.std),
-                          "synthetic-tiny-2-epochs-seed-0", fixed=True)
+        key = fingerprint(data.images, data.labels)
+        if key not in _TRAINED:  # trained once per process
+            model = models.get_model("tiny", data.num_classes, seed=0)
+            train(model, data_mod.batches(data, 64, train=True, seed=0),
+                  Recipe(epochs=2, batch_size=64, lr=0.05, schedule="constant"),
+                  progress=False)
+            _TRAINED[key] = Classifier(model.eval(), "bn1", (data.mean, data.std),
+                                       "synthetic-tiny-2-epochs-seed-0", fixed=True)
+        return _TRAINED[key]
     raise ValueError(f"no default classifier for dataset {data.name!r}; build a Classifier and "
                      "call discover(classifier, data) yourself")
 
