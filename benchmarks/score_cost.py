@@ -4,16 +4,15 @@ ResNet-20 (seed 0) on one class-balanced CIFAR-10 training batch of 100 images (
 class). For each criterion, the wall time of ``prune_at_init`` at 90 % sparsity with the
 criterion's default schedule (SynFlow 100 rounds, Iter-SNIP and FORCE 60, others one
 shot; copies and selection included) divided by the time of one forward+backward pass of
-the model in train mode on the same batch. Each figure is the median of ``--repeats`` runs,
-each ratio taken against the forward+backward time measured just before it, so a machine
-whose load changes still gives comparable ratios.
+the model in train mode on the same batch. Both times are the fastest of ``--repeats``
+runs, interleaved, so that other processes on a shared machine inflate neither figure; on
+a busy machine prefer ``--threads 1``, which suffers far less from contention.
 Targets of issue 3: SNIP <= 1.3, GraSP <= 4, SynFlow (100 rounds) <= 60.
 
 Usage: python benchmarks/score_cost.py [--repeats N] [--threads N] [--criteria a,b,...]
 """
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -24,19 +23,15 @@ from opai_lib import criteria, data, models, prune
 TARGETS = {"snip": 1.3, "grasp": 4.0, "synflow": 60.0}
 
 
-def seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--criteria", default=",".join(criteria.CRITERIA.names()))
     args = parser.parse_args()
@@ -54,23 +49,23 @@ def main():
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
 
+    forward_backward()  # warm-up
     print(f"ResNet-20, {images.name}, batch of {len(y)} (10 per class), "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+          f"{torch.get_num_threads()} threads, fastest of {args.repeats}")
     print(f"{'criterion':10s} {'rounds':>6s} {'seconds':>8s} {'x fwd+bwd':>10s} {'target':>7s}")
+    everything = []
     for name in names:
-        ratios, times = [], []
-        rounds = criteria.CRITERIA.get(name).rounds
-        repeats = args.repeats if rounds == 1 else max(1, args.repeats // 2)
-        for _ in range(repeats):
-            base = seconds(forward_backward, 5)
-            t = seconds(lambda n=name: prune.prune_at_init(model, n, (x, y), 0.9, seed=0), 1)
-            ratios.append(t / base)
-            times.append(t)
+        base, times = [], []
+        for _ in range(args.repeats):
+            base += [seconds(forward_backward) for _ in range(3)]
+            times.append(seconds(lambda n=name: prune.prune_at_init(model, n, (x, y), 0.9)))
+        everything += base
+        ratio = min(times) / min(base)
         target = TARGETS.get(name)
-        ratio = statistics.median(ratios)
         verdict = "" if target is None else f"{'<=' if ratio <= target else '>'} {target:g}"
-        print(f"{name:10s} {rounds:6d} {statistics.median(times):8.3f} {ratio:10.2f} "
-              f"{verdict:>7s}")
+        print(f"{name:10s} {criteria.CRITERIA.get(name).rounds:6d} {min(times):8.3f} "
+              f"{ratio:10.2f} {verdict:>7s}", flush=True)
+    print(f"one forward+backward pass: {min(everything):.3f} s")
 
 
 if __name__ == "__main__":
