@@ -12,8 +12,8 @@
 # # What each criterion keeps: per-layer densities at 90 % sparsity
 #
 # A pruning-at-initialisation criterion gives every weight a score, and a mask keeps the
-# weights of highest score. Frankle et al. (2021) found that what matters most in such a mask
-# is how many weights it leaves in each layer, not which ones. This page shows, for one
+# weights of highest score. Frankle et al. {cite}`frankle2021missing` found that what
+# matters most in such a mask is how many weights it leaves in each layer, not which ones. This page shows, for one
 # ResNet-20 at initialisation, the layer densities that each criterion of `opai_lib.criteria`
 # chooses when it keeps 10 % of the weights over the whole network (global ranking, exactly
 # `round(0.1 N)` weights kept).
@@ -22,15 +22,15 @@
 #
 # - **SNIP** {cite}`lee2019snip` keeps the weights whose removal would change the loss on the
 #   scoring batch the most, to first order: large |weight x gradient|.
-# - **Iterative SNIP** (de Jorge et al. 2021) applies SNIP's score again and again on the
+# - **Iterative SNIP** {cite}`dejorge2021force` applies SNIP's score again and again on the
 #   masked network as the density shrinks along kappa^(t/T), so it rewards weights that stay
 #   salient once others are gone.
-# - **FORCE** (de Jorge et al. 2021) scores the dense initial weights with the gradient of
+# - **FORCE** {cite}`dejorge2021force` scores the dense initial weights with the gradient of
 #   the masked network, so it rewards weights that would matter if they were restored;
 #   a weight pruned earlier may come back.
 # - **GraSP** {cite}`wang2020grasp` keeps the weights whose removal would most reduce the
 #   gradient norm (θ·Hg high), so it rewards weights that carry the gradient flow.
-# - **ProsPr** (Alizadeh et al. 2022) keeps the weights whose mask most changes the loss
+# - **ProsPr** {cite}`alizadeh2022prospr` keeps the weights whose mask most changes the loss
 #   reached after a few SGD steps, rewarding weights that matter for early training.
 # - **SynFlow** {cite}`tanaka2020synflow` needs no data: it keeps the weights that carry most of
 #   the product of absolute weights along input-output paths, re-scored over 100 rounds, so
