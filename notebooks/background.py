@@ -72,7 +72,8 @@ print(f"pretrained ResNet-20 on {len(test_set)} images of {test_set.name}: "
 # *Structured* pruning removes whole units so that the network becomes genuinely smaller.
 # Li et al. {cite}`li2017filters` rank the filters of a convolution by the $\ell_1$ norm of
 # their kernels and remove the weakest, together with the kernels of the next layer that
-# read the removed feature maps; in a ResNet they prune only the first convolution of each residual block.
+# read the removed feature maps; in a ResNet they prune only the first convolution of each
+# residual block.
 # `opai_lib.filters` expresses this as a mask, and a test checks that the masked network
 # computes exactly what the physically smaller one does.
 #
