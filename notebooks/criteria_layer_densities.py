@@ -14,9 +14,9 @@
 # A pruning-at-initialisation criterion gives every weight a score, and a mask keeps the
 # weights of highest score. Frankle et al. {cite}`frankle2021missing` found that what
 # matters most in such a mask is how many weights it leaves in each layer, not which ones.
-# This page shows, for one ResNet-20 at initialisation, the layer densities that each criterion of `opai_lib.criteria`
-# chooses when it keeps 10 % of the weights over the whole network (global ranking, exactly
-# `round(0.1 N)` weights kept).
+# This page shows, for one ResNet-20 at initialisation, the layer densities that each
+# criterion of `opai_lib.criteria` chooses when it keeps 10 % of the weights over the whole
+# network (global ranking, exactly `round(0.1 N)` weights kept).
 #
 # What each criterion rewards:
 #
