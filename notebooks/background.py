@@ -27,7 +27,7 @@
 profile = "cpu"
 fractions = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 retrain_sparsity = 0.9
-eval_per_class = None  # None: 1,000 test images per class on real profiles, 20 on smoke
+eval_per_class = None  # test images per class; None: 250 (20 on the smoke profile)
 
 # %%
 import copy
@@ -42,7 +42,7 @@ from opai_lib.train import evaluate, train
 
 P = config.get_profile(profile)
 if eval_per_class is None:
-    eval_per_class = 20 if P.name == "smoke" else 1000
+    eval_per_class = 20 if P.name == "smoke" else 250
 config.check_parameter(isinstance(fractions, list) and all(
     isinstance(f, float) and 0 < f < 1 for f in fractions), "fractions", fractions,
     "a list of floats in (0, 1)")
