@@ -35,7 +35,8 @@ book/%.ipynb: notebooks/%.py opai_lib/*.py $(VENV)/.installed
 	$(MAKE) nb NB=$*
 
 html: install mathjax
-	$(BIN)/jupyter-book build book --config _config.yml --toc book/_toc.yml -W --keep-going
+	$(BIN)/jupyter-book build book --config $(CURDIR)/_config.yml --toc $(CURDIR)/book/_toc.yml \
+		--path-output $(CURDIR)/book -W --keep-going
 
 test: install mathjax
 	$(BIN)/pytest -q
