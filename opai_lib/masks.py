@@ -105,9 +105,3 @@ def removed_fraction(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> floa
 def empty_layers(mask: Mapping[str, torch.Tensor]) -> list[str]:
     """Names of the tensors with no weight left: such a layer cuts the network in two."""
     return [name for name, m in mask.items() if not bool(m.any())]
-
-
-def check_no_empty_layer(mask: Mapping[str, torch.Tensor]) -> None:
-    dead = empty_layers(mask)
-    if dead:
-        raise ValueError(f"layer collapse: no weight kept in {', '.join(dead)}")
