@@ -41,7 +41,7 @@ from torch import nn
 
 from opai_lib import data as data_mod
 from opai_lib import models
-from opai_lib.config import check_types, param, require
+from opai_lib.config import check_integer, check_types, param, require
 
 CACHE_FORMAT = 1  # part of every cache key: bump when what is stored changes
 
@@ -700,8 +700,7 @@ def discover(clf: Classifier, data: data_mod.ImageSet, classes=None,
                           for k in classes):
         raise ValueError(f"classes must be class indices in 0..{data.num_classes - 1}, "
                          f"got {classes}")
-    if not (isinstance(split, int) and split >= 0):
-        raise ValueError(f"split must be an integer >= 0, got {split!r}")
+    check_integer("split", split, 0)
     counts = torch.bincount(data.labels, minlength=data.num_classes)
     need = settings.tcav_images + (split + 1) * settings.discovery_images
     if counts[classes].min() < need:

@@ -42,6 +42,12 @@ def require(condition: bool, obj, name: str, allowed: str) -> None:
     check_parameter(condition, f"{type(obj).__name__}.{name}", getattr(obj, name), allowed)
 
 
+def check_integer(name: str, value, low: int) -> None:
+    """An integer (not a bool) of at least ``low``, or a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def check_parameter(condition: bool, name: str, value, allowed: str) -> None:
     """A notebook parameter check, run before any compute."""
     if not condition:

@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from opai_lib import models
+from opai_lib.config import check_integer
 from opai_lib.registry import Registry
 
 Biadjacency = np.ndarray  # bool (n_in, n_out): entry [i, o] is an edge from input i to output o
@@ -327,16 +328,14 @@ def expander_mask(model: nn.Module, generator: str, *, degree: int | None = None
     """
     gen = GENERATORS.get(generator)
     if degree is not None:
-        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
-            raise ValueError(f"degree must be an integer >= 1, got {degree!r}")
+        check_integer("degree", degree, 1)
     elif density is None:
         raise ValueError("give a degree (int >= 1) or a density (0 < density <= 1)")
     elif isinstance(density, bool) or not isinstance(density, (int, float)) \
             or not 0 < density <= 1:
         raise ValueError(f"density must be a number in (0, 1], got {density!r}")
     for name, value, low in (("best_of", best_of, 1), ("samples", samples, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_integer(name, value, low)
 
     params, sparse = sparse_layers(model, first_layer, last_layer)
     target = None if degree is not None else _edges_for_density(params, sparse, density)

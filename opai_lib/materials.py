@@ -30,6 +30,7 @@ import torch
 
 from opai_lib import concepts as concepts_mod
 from opai_lib import data as data_mod
+from opai_lib.config import check_integer
 from opai_lib.registry import Registry
 
 MATERIALS = Registry("material")
@@ -206,8 +207,7 @@ def make_material(name: str, data: data_mod.ImageSet, per_class: int, seed: int,
     if not isinstance(data, data_mod.ImageSet):
         raise ValueError(f"data must be an in-memory ImageSet, got {type(data).__name__}")
     for arg, value, low in [("per_class", per_class, 1), ("top", top, 1), ("seed", seed, 0)]:
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+        check_integer(arg, value, low)
     if not (isinstance(sigma, (int, float)) and 0 < sigma <= 1):
         raise ValueError(f"sigma must be a number in (0, 1], got {sigma!r}")
     if test not in (None, "null", "ttest", "none"):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opai_lib.config import check_integer
 from opai_lib.registry import Registry
 
 # ---------------------------------------------------------------------------------------
@@ -179,8 +180,7 @@ def get_model(name: str, num_classes: int = 10, width: float = 1.0, seed: int = 
     builder = MODELS.get(name)
     if not (isinstance(width, (int, float)) and width > 0):
         raise ValueError(f"width must be a positive number, got {width!r}")
-    if not (isinstance(num_classes, int) and num_classes >= 2):
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    check_integer("num_classes", num_classes, 2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = builder(num_classes, float(width))

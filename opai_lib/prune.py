@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from opai_lib import criteria, data, masks, models
+from opai_lib.config import check_integer
 
 SCOPES = ("global", "layerwise", "er", "erk")
 SCHEDULES = ("exponential", "linear")
@@ -158,8 +159,7 @@ def schedule_densities(density: float, rounds: int, schedule: str = "exponential
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    check_integer("rounds", rounds, 1)
     steps = [t / rounds for t in range(1, rounds)]
     if schedule == "exponential":
         return [density ** f for f in steps] + [density]
@@ -207,9 +207,8 @@ def scoring_batches(images: data.ImageSet, per_class: int = 10, num_batches: int
     for ResNet-32); SNIP one random batch of 100 (not balanced); Synaptic-Flow a random
     subset of 10 x classes images (not balanced); FORCE 1 batch (10 on CIFAR-100).
     """
-    for name, value in (("per_class", per_class), ("num_batches", num_batches)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_integer("per_class", per_class, 1)
+    check_integer("num_batches", num_batches, 1)
     idx = data.balanced_indices(images.labels, per_class * num_batches, seed)
     idx = idx.view(images.num_classes, num_batches, per_class)
     out = []
