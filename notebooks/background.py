@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from opai_lib import config, data, filters, masks, models, prune
+from opai_lib import config, data, filters, masks, models, prune, study
 from opai_lib.config import Recipe
 from opai_lib.train import evaluate, train
 
@@ -51,9 +51,9 @@ config.check_parameter(isinstance(retrain_sparsity, float) and 0 < retrain_spars
 config.check_parameter(isinstance(eval_per_class, int) and 1 <= eval_per_class <= 1000,
                        "eval_per_class", eval_per_class, "None or an integer in 1..1000")
 
-test_set = data.load_dataset("cifar10", "test")
-if eval_per_class < 1000:
-    test_set = test_set.subset(data.balanced_indices(test_set.labels, eval_per_class, 0))
+# The pretrained network is a CIFAR-10 classifier, so this page reads CIFAR-10 on any profile.
+train_set, test_set = study.run_data("cifar10", 20 if P.name == "smoke" else P.train_per_class,
+                                     eval_per_class)
 norm = models.PRETRAINED_NORMALIZATION
 test_batches = data.batches(test_set, 500, train=False, normalization=norm)
 trained = models.load_pretrained("resnet20")
@@ -123,10 +123,6 @@ plt.show()
 # then fine-tuned for one epoch on the profile's training images at a small learning rate.
 
 # %%
-train_set = data.load_dataset("cifar10", "train")
-per_class = 20 if P.name == "smoke" else P.train_per_class
-if per_class:
-    train_set = train_set.subset(data.balanced_indices(train_set.labels, per_class, 0))
 retrained = copy.deepcopy(trained)
 masks.apply_mask(retrained, prune.prune_at_init(trained, "magnitude", None, retrain_sparsity))
 pruned_accuracy = evaluate(retrained, test_batches)["accuracy"]
