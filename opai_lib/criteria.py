@@ -143,7 +143,7 @@ def grasp(model, batches, names, mask, generator, *, temperature: float = 200.0,
     ``reinit_linear``: the official code re-draws every Linear weight of its scoring copy
     from Xavier normal (default True here, drawn from ``generator``); Synaptic-Flow does not.
     Hg is summed over batches as the official code sums it over its half-batches. The
-    double backward runs through ``double_backward.fuse``d layers (same values, ~0.6x time).
+    double backward runs through ``double_backward.fuse``d layers (same values, ~0.7x the time).
     """
     _check_positive("temperature", temperature)
     net, weights = _scoring_copy(model, names, bn_mode)

@@ -3,18 +3,19 @@
 GraSP needs a Hessian-gradient product, i.e. a backward pass through the graph of a
 backward pass. PyTorch's generic double backward of these two layers is slow on CPU: the
 convolution computes its weight term with a transposed forward convolution, and BatchNorm
-in training mode expands into some thirty full-size elementwise operations. ``fuse(net)``
+in training mode expands into some thirty elementwise operations per layer. ``fuse(net)``
 swaps, in place, each plain ``Conv2d`` and each affine ``BatchNorm2d`` for a subclass whose
 first backward is recorded as one custom node with a hand-derived backward built from
-oneDNN's own convolution and BatchNorm backward kernels. Values are unchanged (to float
-rounding), parameter names and ``state_dict`` too; ResNet-20's Hg costs about 0.6x of the
-generic version (``benchmarks/score_cost.py``).
+oneDNN's convolution kernels and a few fused multiply-adds. Values are unchanged (to float
+rounding), parameter names and ``state_dict`` too. Measured on ResNet-20, 100 CIFAR
+images, one thread: Hg in 0.53 s against 0.76 s (generic, NCHW) or 1.03 s (generic,
+channels-last).
 
 Scope, checked by the tests against PyTorch's generic double backward and finite
-differences: derivatives up to second order (a third raises); fused BatchNorm layers treat
-their own affine parameters as constants (GraSP scores weights only, so ``fuse`` leaves
-a layer whose affine parameters require grad unfused) and do not update running
-statistics, which a scoring copy never reads.
+differences: derivatives up to second order (building a graph for a third raises); fused
+BatchNorm layers treat their own affine parameters as constants (GraSP scores weights
+only, so ``fuse`` leaves a layer whose affine parameters require grad unfused) and do not
+update running statistics, which a scoring copy never reads.
 """
 
 import functools
@@ -143,8 +144,9 @@ class _BatchNormBackward(Function):
 
 
 class _BatchNorm(Function):
-    """Train-mode BatchNorm from plain reductions: PyTorch's channels-last CPU kernel
-    estimates the variance with about 50x the float32 error of these two passes."""
+    """Train-mode BatchNorm from two plain passes. PyTorch's channels-last CPU kernel loses
+    about two digits of the statistics when the mean is large against the spread
+    (relative error of 1/std 6e-6, against 7e-8 in NCHW layout); these passes keep them."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
