@@ -12,10 +12,10 @@ images, one thread: Hg in 0.53 s against 0.76 s (generic, NCHW) or 1.03 s (gener
 channels-last).
 
 Scope, checked by the tests against PyTorch's generic double backward and finite
-differences: derivatives up to second order (building a graph for a third raises); fused
-BatchNorm layers treat their own affine parameters as constants (GraSP scores weights
-only, so ``fuse`` leaves a layer whose affine parameters require grad unfused) and do not
-update running statistics, which a scoring copy never reads.
+differences: derivatives up to second order (building a graph for a third raises). The
+fused BatchNorm treats its affine parameters as constants (GraSP scores weights only):
+while they require grad, or in eval mode, the layer runs PyTorch's own BatchNorm. It
+does not update running statistics, which a scoring copy never reads.
 """
 
 import functools
@@ -162,10 +162,11 @@ class _BatchNorm(Function):
 
 
 class FusedBatchNorm2d(nn.BatchNorm2d):
-    """``BatchNorm2d`` whose training-mode pass has a fused double backward (eval: unchanged)."""
+    """``BatchNorm2d`` with a fused double backward in training mode, for constant affine
+    parameters; PyTorch's own layer otherwise."""
 
     def forward(self, x):
-        if not self.training:
+        if not self.training or self.weight.requires_grad or self.bias.requires_grad:
             return super().forward(x)
         return _BatchNorm.apply(x, self.weight, self.bias, self.eps)
 
@@ -176,17 +177,15 @@ def _fusable(m: nn.Module) -> type | None:
                  and not isinstance(m.padding, str))
         return FusedConv2d if plain else None
     if type(m) is nn.BatchNorm2d and m.affine:
-        constant = not (m.weight.requires_grad or m.bias.requires_grad)
-        return FusedBatchNorm2d if constant else None
+        return FusedBatchNorm2d
     return None
 
 
 def fuse(net: nn.Module) -> nn.Module:
     """Give ``net``'s convolutions and BatchNorm layers the fused double backward, in place.
 
-    Call it after setting ``requires_grad``: BatchNorm layers whose affine parameters
-    require grad, and convolutions with groups, dilation or non-zero padding modes, stay as
-    they are (correct, only slower).
+    Convolutions with groups, dilation, string or non-zero padding modes and BatchNorm
+    layers without affine parameters stay as they are (correct, only slower).
     """
     for m in net.modules():
         fused = _fusable(m)
