@@ -51,6 +51,7 @@ ablation_sparsity = 0.98
 seeds = None  # None: the profile's seeds
 ablation_seeds = None  # None: the first of the seeds
 on_collapse = "allow"  # a criterion that empties a layer: "allow", "repair" or "error"
+stability_sizes = [1, 10, 50]  # images per class of the mask-stability check
 workers = 2
 
 # %%
@@ -68,11 +69,12 @@ from opai_lib import concepts, config, masks, materials, models, plots, prune, s
 plots.setup_style()
 P = config.get_profile(profile, **({} if seeds is None else {"seeds": tuple(seeds)}))
 ablation_seeds = tuple(ablation_seeds or P.seeds[:1])
-if on_collapse not in prune.ON_COLLAPSE:
-    raise ValueError(f"on_collapse must be one of {prune.ON_COLLAPSE}, got {on_collapse!r}")
-if "image" not in main_materials:
-    raise ValueError(f"main_materials must include 'image', the reference every other "
-                     f"material is compared with; got {main_materials}")
+config.check_parameter(on_collapse in prune.ON_COLLAPSE, "on_collapse", on_collapse,
+                       f"one of {prune.ON_COLLAPSE}")
+config.check_parameter("image" in main_materials, "main_materials", main_materials,
+                       "a list that includes 'image', the reference of every comparison")
+for size in stability_sizes:
+    config.check_integer("stability_sizes entry", size, 1)
 
 
 def cfg(method, sparsity=0.0, material="image", seed=0):
@@ -151,6 +153,23 @@ for criterion, sparsity in itertools.product(criteria_names, sparsities):
 overlaps = pd.DataFrame(rows).set_index(["criterion", "sparsity"])
 print("fraction of the image mask's kept weights also kept by the other mask")
 overlaps.round(3)
+
+# %% [markdown]
+# How stable is a criterion's mask under its own sampling noise? Two independently drawn
+# batches of random training images, at several batch sizes per class, at the highest
+# sparsity: if two batches of the same kind already disagree on most kept weights, no
+# material can matter to the mask beyond that noise unless it also changes the batch size.
+
+# %%
+stability = []
+for criterion, per_class in itertools.product(criteria_names, stability_sizes):
+    pair = [prune.prune_at_init(model, criterion, materials.make_material(
+                "image", train_set, per_class, seed=s), max(sparsities), seed=seed0,
+                on_collapse=on_collapse) for s in (seed0, seed0 + 1000)]
+    stability.append({"criterion": criterion, "images per class": per_class,
+                      "overlap of two batches": overlap(*pair)})
+pd.DataFrame(stability).pivot(index="images per class", columns="criterion",
+                              values="overlap of two batches").round(3)
 
 # %% [markdown]
 # The per-layer densities show *where* the masks differ: the criterion decides how much of
