@@ -14,8 +14,9 @@ channels-last).
 Scope, checked by the tests against PyTorch's generic double backward and finite
 differences: derivatives up to second order (building a graph for a third raises). The
 fused BatchNorm treats its affine parameters as constants (GraSP scores weights only):
-while they require grad, or in eval mode, the layer runs PyTorch's own BatchNorm. It
-does not update running statistics, which a scoring copy never reads.
+while they require grad, or in eval mode, the layer runs PyTorch's own BatchNorm; its
+running statistics follow PyTorch's update rule either way. ``torch.func`` transforms do
+not go through the fused nodes (they raise).
 """
 
 import functools
@@ -99,10 +100,18 @@ class _Conv(Function):
         return grad_x, grad_w, None, None
 
 
+def _plain(conv: nn.Conv2d) -> bool:
+    """Whether the fused convolution covers ``conv``: groups 1, no dilation, zero padding."""
+    return (conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str))
+
+
 class FusedConv2d(nn.Conv2d):
-    """``Conv2d`` (groups 1, no dilation, zero padding) with a fused double backward."""
+    """``Conv2d`` with a fused double backward when ``_plain``; PyTorch's own otherwise."""
 
     def forward(self, x):
+        if not _plain(self):
+            return super().forward(x)
         y = _Conv.apply(x, self.weight, list(self.stride), list(self.padding))
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
@@ -144,20 +153,24 @@ class _BatchNormBackward(Function):
 
 
 class _BatchNorm(Function):
-    """Train-mode BatchNorm from two plain passes. PyTorch's channels-last CPU kernel loses
-    about two digits of the statistics when the mean is large against the spread
-    (relative error of 1/std 6e-6, against 7e-8 in NCHW layout); these passes keep them."""
+    """Train-mode BatchNorm from two plain passes; also returns the batch mean and biased
+    variance per channel. PyTorch's channels-last CPU kernel loses about two digits of the
+    statistics when the mean is large against the spread (relative error of 1/std 6e-6,
+    against 7e-8 in NCHW layout); these passes keep them."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        xc = x - _mean(x)
-        invstd = (_mean(xc * xc) + eps).rsqrt()
+        mean = _mean(x)
+        xc = x - mean
+        var = _mean(xc * xc)
+        invstd = (var + eps).rsqrt()
         gamma = weight.view(1, -1, 1, 1)
         ctx.save_for_backward(x, xc, gamma, invstd)
-        return torch.addcmul(bias.view(1, -1, 1, 1), xc, gamma * invstd)
+        ctx.mark_non_differentiable(mean, var)
+        return torch.addcmul(bias.view(1, -1, 1, 1), xc, gamma * invstd), mean, var
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _mean_grad, _var_grad):
         return _BatchNormBackward.apply(grad_out, *ctx.saved_tensors), None, None, None
 
 
@@ -168,14 +181,28 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if not self.training or self.weight.requires_grad or self.bias.requires_grad:
             return super().forward(x)
-        return _BatchNorm.apply(x, self.weight, self.bias, self.eps)
+        n = x.numel() // x.shape[1]
+        if n < 2:
+            raise ValueError(f"Expected more than 1 value per channel when training, got "
+                             f"input size {tuple(x.shape)}")
+        y, mean, var = _BatchNorm.apply(x, self.weight, self.bias, self.eps)
+        if self.track_running_stats and self.running_mean is not None:
+            self._update_running_statistics(mean.flatten(), var.flatten() * n / (n - 1))
+        return y
+
+    @torch.no_grad()
+    def _update_running_statistics(self, mean, unbiased_var):
+        """PyTorch's rule: an exponential average, or a cumulative one for momentum None."""
+        self.num_batches_tracked += 1
+        f = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+             else self.momentum)
+        self.running_mean.lerp_(mean, f)
+        self.running_var.lerp_(unbiased_var, f)
 
 
 def _fusable(m: nn.Module) -> type | None:
     if type(m) is nn.Conv2d:
-        plain = (m.groups == 1 and m.dilation == (1, 1) and m.padding_mode == "zeros"
-                 and not isinstance(m.padding, str))
-        return FusedConv2d if plain else None
+        return FusedConv2d if _plain(m) else None
     if type(m) is nn.BatchNorm2d and m.affine:
         return FusedBatchNorm2d
     return None

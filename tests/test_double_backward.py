@@ -68,15 +68,18 @@ def test_conv_hessian_vector_product_matches_pytorch(geometry, channels_last):
         torch.testing.assert_close(ours, generic, rtol=1e-4, atol=1e-5)
 
 
-def test_batchnorm_second_derivatives_match_finite_differences():
-    bn = nn.BatchNorm2d(3).double().requires_grad_(False)
+@pytest.mark.parametrize("shape, eps", [((4, 3, 3, 2), 1e-5), ((2, 3, 1, 1), 0.3),
+                                        ((1, 3, 2, 3), 0.3)])
+def test_batchnorm_second_derivatives_match_finite_differences(shape, eps):
+    # A large eps makes an eps mistake visible above gradgradcheck's tolerance.
+    bn = nn.BatchNorm2d(3, eps=eps).double().requires_grad_(False)
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([0.5, 1.5, -2.0]))
         bn.bias.copy_(torch.tensor([0.1, -0.3, 0.0]))
     net = fused(bn).train()
     assert type(net) is double_backward.FusedBatchNorm2d
     gen = torch.Generator().manual_seed(0)
-    x = (torch.randn(4, 3, 3, 2, dtype=torch.float64, generator=gen) + 2).requires_grad_(True)
+    x = (torch.randn(*shape, dtype=torch.float64, generator=gen) + 2).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: torch.sin(net(x)), (x,))
     assert torch.autograd.gradgradcheck(lambda x: torch.sin(net(x)), (x,))
 
@@ -118,9 +121,9 @@ def test_fused_layers_compute_the_same_forward_and_keep_their_names():
     x = torch.randn(4, 3, 32, 32)
     net = fused(model)
     assert list(net.state_dict()) == list(model.state_dict())
-    for mode in (True, False):
-        torch.testing.assert_close(net.train(mode)(x), copy.deepcopy(model).train(mode)(x),
-                                   rtol=1e-4, atol=1e-5)
+    for mode in (True, False):  # train mode updates running statistics: fresh copies
+        torch.testing.assert_close(fused(model).train(mode)(x),
+                                   copy.deepcopy(model).train(mode)(x), rtol=1e-4, atol=1e-5)
     kinds = {type(m) for m in net.modules()}
     assert nn.Conv2d not in kinds and nn.BatchNorm2d not in kinds
 
@@ -144,12 +147,45 @@ def test_fused_batchnorm_with_trainable_affine_parameters_gets_their_gradients()
         torch.testing.assert_close(ours, generic)
 
 
-def test_fused_batchnorm_leaves_running_statistics_alone():
-    bn = nn.BatchNorm2d(3).requires_grad_(False)
-    net = fused(bn).train()
-    net(torch.randn(4, 3, 5, 5) + 1)
-    assert torch.equal(net.running_mean, bn.running_mean)
-    assert torch.equal(net.running_var, bn.running_var)
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_fused_batchnorm_updates_running_statistics_like_pytorch(momentum):
+    bn = nn.BatchNorm2d(3, momentum=momentum).requires_grad_(False).train()
+    net = fused(bn)
+    for step in range(3):
+        x = torch.randn(4, 3, 5, 5) * (step + 1) + step
+        net(x), bn(x)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(net, name), getattr(bn, name))
+
+
+def test_fused_batchnorm_refuses_one_value_per_channel_like_pytorch():
+    net = fused(nn.BatchNorm2d(3).requires_grad_(False)).train()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        net(torch.randn(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("needs", [(True, False), (False, True)])
+def test_conv_second_derivatives_when_only_one_input_needs_grad(needs):
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1).double().requires_grad_(False)
+    net = fused(conv)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, 7, 6, dtype=torch.float64, generator=gen).requires_grad_(needs[0])
+    weight = conv.weight.clone().requires_grad_(needs[1])
+    inputs = [t for t in (x, weight) if t.requires_grad]
+
+    def f(*args):
+        xs, ws = (args[0], weight) if needs[0] else (x, args[0])
+        return torch.tanh(functional_call(net, {"weight": ws}, (xs,)))
+
+    assert torch.autograd.gradgradcheck(f, inputs)
+
+
+def test_conv_changed_after_fuse_to_an_unsupported_mode_runs_pytorchs_own():
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    net = fused(conv)
+    net.padding_mode = conv.padding_mode = "reflect"
+    x = torch.randn(1, 2, 6, 6)
+    torch.testing.assert_close(net(x), conv(x))
 
 
 def test_third_derivatives_are_refused():
