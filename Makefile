@@ -26,7 +26,7 @@ $(MATHJAX):
 book: $(EXECUTED)
 	$(MAKE) html
 
-# One notebook: `make nb NB=machinery PROFILE=smoke PARAMS="-p seeds '[0, 1, 2]'"`.
+# One notebook: `make nb NB=machinery PROFILE=smoke PARAMS="-y '{seeds: [0, 1, 2]}'"`.
 nb: install
 	$(BIN)/jupytext --to ipynb --output book/$(NB).ipynb notebooks/$(NB).py
 	$(BIN)/papermill book/$(NB).ipynb book/$(NB).ipynb --cwd book -p profile $(PROFILE) $(PARAMS)
