@@ -113,10 +113,10 @@ print(f"concepts of {len(found.classes)} classes ready in {time.perf_counter() -
 # ## 1. Does the material change the mask?
 #
 # Before any training: for each criterion and sparsity, masks of the same initial network
-# (seed 0 of the profile) from each material, compared by the fraction of kept weights they
+# (the profile's first seed) from each material, compared by the fraction of kept weights they
 # share. Every mask keeps exactly the same number of weights, so this overlap is 1 for
 # identical masks and equals the density for two masks drawn independently at random. The
-# yardstick is the first row, *another batch of images*: the same criterion fed a second,
+# yardstick is the first column, *another batch of images*: the same criterion fed a second,
 # independently drawn batch of random training images. A material matters to the mask only
 # if it moves the mask further than that.
 
