@@ -121,11 +121,6 @@ print(f"concepts of {len(found.classes)} classes ready in {time.perf_counter() -
 # if it moves the mask further than that.
 
 # %%
-def overlap(a: masks.Mask, b: masks.Mask) -> float:
-    kept = sum(int(a[n].sum()) for n in a)
-    return sum(int((a[n] & b[n]).sum()) for n in a) / kept
-
-
 def material_batch(name: str, seed: int):
     return materials.make_material(name, train_set, P.score_per_class, seed=seed,
                                    concepts=found)
@@ -143,8 +138,8 @@ for criterion, sparsity in itertools.product(criteria_names, sparsities):
                for name, batch in batches.items()}
     resampled = mask_of.pop("another batch of images")
     row = {"criterion": criterion, "sparsity": sparsity,
-           "another batch of images": overlap(mask_of["image"], resampled)}
-    row.update({name: overlap(mask_of["image"], mask_of[name]) for name in compared[1:]})
+           "another batch of images": masks.overlap(mask_of["image"], resampled)}
+    row.update({name: masks.overlap(mask_of["image"], mask_of[name]) for name in compared[1:]})
     row["random masks (expected)"] = 1 - sparsity
     rows.append(row)
     for name, m in mask_of.items():
@@ -167,7 +162,7 @@ for criterion, per_class in itertools.product(criteria_names, stability_sizes):
                 "image", train_set, per_class, seed=s), max(sparsities), seed=seed0,
                 on_collapse=on_collapse) for s in (seed0, seed0 + 1000)]
     stability.append({"criterion": criterion, "images per class": per_class,
-                      "overlap of two batches": overlap(*pair)})
+                      "overlap of two batches": masks.overlap(*pair)})
 pd.DataFrame(stability).pivot(index="images per class", columns="criterion",
                               values="overlap of two batches").round(3)
 

@@ -94,6 +94,17 @@ def density(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
+def overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of ``a``'s kept weights that ``b`` keeps too (1 for equal masks; about the
+    density of ``b`` for masks drawn independently at random)."""
+    if a.keys() != b.keys():
+        raise ValueError(f"masks over different tensors: {sorted(a.keys() ^ b.keys())}")
+    kept = sum(int(m.sum()) for m in a.values())
+    if kept == 0:
+        raise ValueError("the first mask keeps no weight; overlap is undefined")
+    return sum(int((a[n] & b[n]).sum()) for n in a) / kept
+
+
 def removed_fraction(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> float:
     """Fraction of all of ``model``'s prunable weights that ``mask`` removes."""
     from opai_lib.models import prunable

@@ -82,3 +82,14 @@ def test_mask_survives_save_and_load(tmp_path):
     assert all(torch.equal(masks.get_mask(fresh)[n], mask[n]) for n in mask)
     for (n, p), q in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(p, q), n
+
+
+def test_overlap_of_masks_is_one_for_equal_zero_for_disjoint_and_density_for_random():
+    g = torch.Generator().manual_seed(0)
+    a = {"w": torch.rand(200, 100, generator=g) < 0.3, "v": torch.rand(50, generator=g) < 0.3}
+    assert masks.overlap(a, a) == 1.0
+    assert masks.overlap(a, {n: ~m for n, m in a.items()}) == 0.0
+    b = {n: torch.rand(m.shape, generator=g) < 0.1 for n, m in a.items()}
+    assert abs(masks.overlap(a, b) - 0.1) < 0.02  # independent draws: b's density
+    with pytest.raises(ValueError, match="different tensors"):
+        masks.overlap(a, {"w": a["w"]})
