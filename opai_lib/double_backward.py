@@ -128,7 +128,8 @@ class _BatchNormBackward(Function):
     s = gamma * invstd, u = mean(gy * x_hat). For a cotangent a of dx, with
     v = mean(a * x_hat): d gy = s * (a - mean(a) - x_hat * v) (the same map applied to a)
     and d x = -gamma * invstd^2 * (c * x_hat + v * (gy - mean(gy)) + u * (a - mean(a))),
-    c = mean(a * gy) - mean(a) * mean(gy) - 3 u v. ``xc`` is x - mean, saved by the forward.
+    c = mean(a * gy) - mean(a) * mean(gy) - 3 u v. ``xc`` is x - mean, saved by the forward;
+    ``x`` itself is passed only so that autograd routes d x to it.
     """
 
     @staticmethod

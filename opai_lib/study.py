@@ -198,15 +198,43 @@ def sweep(cfgs: list[RunConfig], store: str | Path, workers: int = 1) -> list[di
     return [run(c, store) for c in cfgs]
 
 
+def _t_half_width(std: float, n: int) -> float:
+    """Half-width of the 95 % t-interval of a mean of ``n`` values (NaN for one value)."""
+    from scipy import stats
+
+    return stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
+
+
 def table(records: list[dict], by: list[str], value: str = "accuracy"):
     """Mean, standard deviation, count and 95 % t-interval of ``value`` over seeds."""
     import pandas as pd
-    from scipy import stats
 
     rows = [{**{k: r["config"][k] for k in by}, value: r[value]} for r in records]
     g = pd.DataFrame(rows).groupby(by, sort=False)[value]
     out = g.agg(["mean", "std", "count"]).reset_index()
-    half = [stats.t.ppf(0.975, n - 1) * s / math.sqrt(n) if n > 1 else float("nan")
-            for s, n in zip(out["std"], out["count"], strict=True)]
-    out["ci95"] = half
+    out["ci95"] = [_t_half_width(s, n) for s, n in zip(out["std"], out["count"], strict=True)]
     return out
+
+
+def paired_differences(records: list[dict], by: list[str], vary: str, reference,
+                       value: str = "accuracy"):
+    """``value`` of each setting of ``vary`` minus that of ``reference``, paired by seed.
+
+    Within each group of equal ``by`` fields, runs are matched on their seed; a seed
+    without both runs is left out. One row per group and setting: mean difference, 95 %
+    t-interval half-width, number of pairs, and the per-seed differences (in seed order).
+    """
+    import pandas as pd
+
+    rows = [{**{k: r["config"][k] for k in [*by, vary, "seed"]}, value: r[value]}
+            for r in records]
+    wide = pd.DataFrame(rows).pivot_table(index=[*by, "seed"], columns=vary, values=value)
+    out = []
+    for group, g in wide.groupby(level=by, sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        for setting in [c for c in g.columns if c != reference]:
+            d = (g[setting] - g[reference]).dropna()
+            out.append({**dict(zip(by, group, strict=True)), vary: setting,
+                        "mean": d.mean(), "ci95": _t_half_width(d.std(), len(d)),
+                        "count": len(d), "per_seed": d.tolist()})
+    return pd.DataFrame(out)

@@ -1,0 +1,40 @@
+"""Tables of run records: means, t-intervals and seed-paired differences, computed by hand."""
+
+import math
+
+import pytest
+
+from opai_lib import study
+
+T_975_1 = 12.706204736  # Student t quantile 0.975 with one degree of freedom
+
+
+def record(method, material, seed, accuracy, sparsity=0.9):
+    return {"config": {"method": method, "material": material, "sparsity": sparsity,
+                       "seed": seed}, "accuracy": accuracy}
+
+
+def test_table_gives_mean_and_t_interval_over_seeds():
+    out = study.table([record("snip", "image", 0, 0.50), record("snip", "image", 1, 0.54)],
+                      by=["method"])
+    row = out.iloc[0]
+    assert row["mean"] == pytest.approx(0.52)
+    std = math.sqrt(2 * 0.02 ** 2)  # sample standard deviation of {0.50, 0.54}
+    assert row["ci95"] == pytest.approx(T_975_1 * std / math.sqrt(2))
+
+
+def test_paired_differences_match_runs_by_seed():
+    records = [record("snip", "image", 0, 0.50), record("snip", "dop", 0, 0.51),
+               record("snip", "image", 1, 0.40), record("snip", "dop", 1, 0.43),
+               record("snip", "dop", 2, 0.99),  # no image run with seed 2: left out
+               record("grasp", "image", 0, 0.30), record("grasp", "dop", 0, 0.20)]
+    out = study.paired_differences(records, by=["method", "sparsity"], vary="material",
+                                   reference="image").set_index("method")
+    snip = out.loc["snip"]
+    assert snip["material"] == "dop" and snip["count"] == 2
+    assert snip["per_seed"] == pytest.approx([0.01, 0.03])
+    assert snip["mean"] == pytest.approx(0.02)
+    std = math.sqrt(2 * 0.01 ** 2)
+    assert snip["ci95"] == pytest.approx(T_975_1 * std / math.sqrt(2))
+    grasp = out.loc["grasp"]
+    assert grasp["per_seed"] == pytest.approx([-0.10]) and math.isnan(grasp["ci95"])
