@@ -85,8 +85,8 @@ for name in names:
                                       on_collapse="allow")
     seconds[name] = time.perf_counter() - t0
 densities = pd.DataFrame({name: prune.density_report(m)["density"] for name, m in found.items()})
-rounds = {name: criteria.CRITERIA.get(name).rounds for name in names}
-scopes = {name: criteria.CRITERIA.get(name).scope for name in names}
+rounds = {name: criteria.CRITERIA.get(name).options().rounds for name in names}
+scopes = {name: criteria.CRITERIA.get(name).options().scope for name in names}
 pd.DataFrame({"scope": scopes, "rounds": rounds, "seconds": seconds,
               "empty layers": {n: int((densities[n].drop("total") == 0).sum()) for n in names}})
 

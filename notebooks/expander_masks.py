@@ -86,10 +86,10 @@ PAPER_VGG_DENSE = 94.24
 
 
 def config_for(model, width, method="dense", density=1.0, seed=0):
-    options = (("best_of", best_of),) if method == "expander:rreg" else ()
+    options = expanders.ExpanderOptions(best_of=best_of) if method == "expander:rreg" else None
     return study.config_from_profile(P, model=model, width=width, method=method,
                                      sparsity=0.0 if method == "dense" else 1 - density,
-                                     method_options=options, seed=seed,
+                                     options=options, seed=seed,
                                      train_per_class=train_per_class or P.train_per_class)
 
 
@@ -425,15 +425,13 @@ print(f"ours: sparse RReg {deep} {deep_rreg:.2f} % vs dense {shallow} (width {na
 
 # %%
 def measured(records):
+    """Expansion of each expander run's mask (read from its record) beside its accuracy."""
     out = []
     for r in records:
         cfg = r["config"]
         if not cfg["method"].startswith("expander:"):
             continue
-        model = models.get_model(cfg["model"], width=cfg["width"], seed=cfg["seed"])
-        mask = expanders.expander_mask(model, cfg["method"].removeprefix("expander:"),
-                                       seed=cfg["seed"], density=1 - cfg["sparsity"],
-                                       **dict(cfg["method_options"]))
+        mask = study.read_mask(r, STORE)
         out.append({"model": cfg["model"], "method": cfg["method"].removeprefix("expander:"),
                     "density %": 100 * r["density"], "accuracy": 100 * r["accuracy"],
                     **expanders.network_expansion(mask, seed=cfg["seed"])})

@@ -7,34 +7,55 @@ raises a ``ValueError`` naming the field, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import platform
+import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def param(default, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+def _is(value, kind) -> bool:
+    """isinstance for a field annotation: int, float (an int is a fine float), bool, str,
+    tuple, a class, or a union of them (``str | None``); a bool is never an int or float."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is(value, k) for k in typing.get_args(kind))
+    kind = origin or kind
+    if kind is type(None):
+        return value is None
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
 def check_types(obj) -> None:
-    """Check every field against its annotation (int, float, bool, str, tuple) and choices."""
+    """Check every field of dataclass ``obj`` against its annotation and its choices."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value, kind = getattr(obj, f.name), hints[f.name]
-        origin = typing.get_origin(kind) or kind
-        if origin is float:  # an int is a fine float; a bool is neither here
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif origin is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, origin)
-        if not ok:
+        if not _is(value, kind):
             raise ValueError(f"{type(obj).__name__}.{f.name} must be of type "
                              f"{getattr(kind, '__name__', kind)}, got {value!r}")
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ValueError(f"{type(obj).__name__}.{f.name} must be one of {choices}, "
                              f"got {value!r}")
+
+
+def build(cls, **kwargs):
+    """Dataclass ``cls`` from keywords; an unknown name is an error listing the known ones."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} of {cls.__name__}; its options are "
+                         f"{known}")
+    return cls(**kwargs)
 
 
 def require(condition: bool, obj, name: str, allowed: str) -> None:
@@ -54,6 +75,65 @@ def check_parameter(condition: bool, name: str, value, allowed: str) -> None:
         raise ValueError(f"{name} = {value!r}; allowed: {allowed}")
 
 
+# ---------------------------------------------------------------------------------------
+# The machine: what a run's precision resolves to.
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (virtual machines often show
+    only a generic name), e.g. 'Intel(R) Xeon(R) Processor (family 6, model 207)'."""
+    try:
+        info = dict(line.split(":", 1) for line in
+                    Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                    if ":" in line)
+    except OSError:
+        return platform.processor() or platform.machine()
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, " \
+           f"model {info.get('model', '?')})"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16). Without it oneDNN
+    emulates bf16: on a Zen 3 (AVX2) training ran 14x slower than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The training precision ``precision`` means on ``device``: ``auto`` is bf16 on CUDA
+    and on CPUs with native bf16, else fp32; bf16 that a CPU would emulate is refused."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device == "cuda" or native_bf16() else "fp32"
+    if precision == "fp16" and device != "cuda":
+        raise ValueError("precision 'fp16' needs CUDA; use 'fp32' (or 'bf16' on a CPU with "
+                         "native bf16)")
+    if precision == "bf16" and device == "cpu" and not native_bf16():
+        raise ValueError(f"precision 'bf16' on this CPU ({cpu_model()}) would be emulated "
+                         "without AVX512-BF16 or AMX, about 14x slower than fp32; use "
+                         "precision 'fp32' (or 'auto', which picks fp32 here)")
+    return precision
+
+
+# ---------------------------------------------------------------------------------------
+# Training recipes and profiles.
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a network is trained."""
@@ -68,8 +148,9 @@ class Recipe:
     milestones: tuple = param((80, 120), "epochs where the step schedule multiplies by gamma")
     gamma: float = param(0.1, "factor of the step schedule")
     warmup_epochs: float = param(0.0, "linear warm-up from 0 to lr over this many epochs")
-    precision: str = param("fp32", "fp32, or mixed precision: bf16 (CPU or CUDA), fp16 (CUDA)",
-                            ("fp32", "bf16", "fp16"))
+    precision: str = param("fp32", "fp32; mixed precision bf16 (CUDA, or a CPU with native "
+                           "bf16) or fp16 (CUDA); auto: bf16 where native, else fp32",
+                           PRECISIONS)
 
     def __post_init__(self):
         check_types(self)
@@ -97,6 +178,10 @@ class Recipe:
             return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
         return 1.0
 
+    def on(self, device: str) -> Recipe:
+        """This recipe with its precision resolved for ``device`` (see ``resolve_precision``)."""
+        return dataclasses.replace(self, precision=resolve_precision(self.precision, device))
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -119,25 +204,27 @@ class Profile:
         require(self.score_per_class >= 1, self, "score_per_class", "an integer >= 1")
         require(len(self.seeds) >= 1 and all(isinstance(s, int) for s in self.seeds), self,
                 "seeds", "a non-empty tuple of integers")
+        object.__setattr__(self, "recipe", self.recipe.on(self.device))
 
 
 PROFILES = {
     # Seconds per notebook: synthetic images, one short epoch. Used by the tests.
     "smoke": Profile("smoke", "synthetic", score_per_class=4, width=0.25, seeds=(0,),
                      recipe=Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant")),
-    # The default of `make book`: real CIFAR-10 (JPEG q75), a 2,000-image-per-class subset,
-    # short cosine schedules in bf16; the whole book fits in an hour on 2 CPU cores. The
-    # recipe won benchmarks/recipe_pilot.py (dense ResNet-20 67.2 % against 60.0 % at lr 0.1).
+    # The default of `make book` and the published record: real CIFAR-10 (JPEG q75), a
+    # 2,000-image-per-class subset, short cosine schedules in fp32 (portable: every CPU can
+    # check the record). The recipe won benchmarks/recipe_pilot.py (dense ResNet-20 67.2 %
+    # against 60.0 % at lr 0.1).
     "cpu": Profile("cpu", "cifar10", train_per_class=2000, test_per_class=0, score_per_class=10,
                    seeds=(0, 1), recipe=Recipe(epochs=4, batch_size=128, lr=0.2, nesterov=True,
                                                schedule="cosine", warmup_epochs=1.0,
-                                               weight_decay=5e-4, precision="bf16")),
+                                               weight_decay=5e-4, precision="fp32")),
     # The published CIFAR recipe (160 epochs, x0.1 at 80 and 120), three seeds, on a GPU.
     "cifar-gpu": Profile("cifar-gpu", "cifar10", seeds=(0, 1, 2), device="cuda",
-                         recipe=Recipe(epochs=160, milestones=(80, 120), precision="bf16")),
+                         recipe=Recipe(epochs=160, milestones=(80, 120), precision="auto")),
     # The DOP paper's ImageNet setting: ResNet-50, 120 epochs, x0.1 at 30/60/90.
     "imagenet": Profile("imagenet", "imagenet", score_per_class=1, seeds=(0,), device="cuda",
-                        recipe=Recipe(epochs=120, milestones=(30, 60, 90), precision="bf16")),
+                        recipe=Recipe(epochs=120, milestones=(30, 60, 90), precision="auto")),
 }
 
 

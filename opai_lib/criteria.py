@@ -11,14 +11,16 @@ seeded source of every random draw. A criterion never changes ``model``: it work
 copy, so weights, BatchNorm statistics and gradients of the caller's model stay as they
 were. Turning scores into a mask (exact top-k, schedules, layer collapse) is ``prune``'s job.
 
-Options on which the reference codes disagree are keyword arguments whose default is the
-reference's; each docstring says who does what (see ``shared/reference/methods.md``).
+Options are typed, frozen dataclasses (one per criterion, extending ``PruneOptions``, the
+options of selection that every criterion shares) checked when built, before any compute;
+``Criterion.options(**kwargs)`` builds them. Where the reference codes disagree, the default
+is the reference's and the docstring says who does what (``shared/reference/methods.md``).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,22 +30,111 @@ from torch import nn
 from torch.func import functional_call
 
 from opai_lib import double_backward
+from opai_lib.config import build, check_types, param, require
 from opai_lib.registry import Registry
 
 Scores = dict[str, torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
 BN_MODES = ("train", "eval")
+SCOPES = ("global", "layerwise", "er", "erk")
+SCHEDULES = ("exponential", "linear")
+ON_COLLAPSE = ("error", "repair", "allow")
 
 
-def _check_choice(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+# ---------------------------------------------------------------------------------------
+# Options.
 
 
-def _check_positive(name: str, value, kind=float) -> None:
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    if not ok or value <= 0:
-        raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+@dataclass(frozen=True)
+class PruneOptions:
+    """How scores become a mask (``prune.prune_at_init``); every criterion's options extend
+    these, overriding the defaults where the criterion's reference differs."""
+
+    scope: str = param("global", "how many weights each layer keeps, see prune.SCOPES", SCOPES)
+    rounds: int = param(1, "pruning rounds (1 = one shot); each re-scores the masked net")
+    schedule: str = param("exponential", "density after each round, see "
+                          "prune.schedule_densities", SCHEDULES)
+    on_collapse: str = param("error", "a layer left empty: raise, give it its best weight "
+                             "back, or allow it", ON_COLLAPSE)
+    first_layer: bool = param(True, "prune the first layer (False keeps it dense)")
+    last_layer: bool = param(True, "prune the last layer (False keeps it dense)")
+
+    def __post_init__(self):
+        check_types(self)
+        require(self.rounds >= 1, self, "rounds", "an integer >= 1")
+
+    def scoring(self) -> dict:
+        """The options the score function reads (those beyond ``PruneOptions``)."""
+        shared = {f.name for f in dataclasses.fields(PruneOptions)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in shared}
+
+
+@dataclass(frozen=True)
+class SnipOptions(PruneOptions):
+    bn_mode: str = param("eval", "BatchNorm mode while scoring (official SNIP: eval)", BN_MODES)
+
+
+@dataclass(frozen=True)
+class IterSnipOptions(SnipOptions):
+    rounds: int = param(60, "pruning rounds (naver/force README: 60)")
+    bn_mode: str = param("train", "BatchNorm mode while scoring (FORCE's code: train)",
+                         BN_MODES)
+
+
+@dataclass(frozen=True)
+class ForceOptions(PruneOptions):
+    rounds: int = param(60, "pruning rounds (naver/force README: 60)")
+    bn_mode: str = param("train", "BatchNorm mode while scoring (FORCE's code: train)",
+                         BN_MODES)
+
+
+@dataclass(frozen=True)
+class GraspOptions(PruneOptions):
+    temperature: float = param(200.0, "T of the cross-entropy of logits / T (official: 200)")
+    bn_mode: str = param("train", "BatchNorm mode while scoring (official GraSP: train)",
+                         BN_MODES)
+    reinit_linear: bool = param(True, "re-draw the Linear weights of the scoring copy from "
+                                "Xavier normal, as the official code does")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.temperature > 0, self, "temperature", "a positive number")
+
+
+@dataclass(frozen=True)
+class SynflowOptions(PruneOptions):
+    rounds: int = param(100, "pruning rounds (Synaptic-Flow's runs: 100)")
+    double: bool = param(False, "score in float64 (deep nets can overflow float32)")
+    input_shape: tuple | None = param(None, "(C, H, W) of the all-ones input; None: the "
+                                      "batches' shape, else (3, 32, 32)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.input_shape is None or (
+            len(self.input_shape) >= 1 and all(isinstance(s, int) and not isinstance(s, bool)
+                                               and s > 0 for s in self.input_shape)),
+                self, "input_shape", "None or a tuple of positive integers")
+
+
+@dataclass(frozen=True)
+class RandomOptions(PruneOptions):
+    scope: str = param("layerwise", "how many weights each layer keeps, see prune.SCOPES",
+                       SCOPES)
+
+
+@dataclass(frozen=True)
+class ProsprOptions(PruneOptions):
+    steps: int = param(3, "SGD steps differentiated through (reference CLI: 3)")
+    lr: float = param(0.1, "learning rate of those steps (reference CLI: 0.1)")
+    momentum: float = param(0.0, "momentum of those steps (reference CLI: 0)")
+    bn_mode: str = param("train", "BatchNorm mode while scoring (reference: train)", BN_MODES)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.steps >= 1, self, "steps", "an integer >= 1")
+        require(self.lr > 0, self, "lr", "a positive number")
+        require(0 <= self.momentum < 1, self, "momentum", "0 <= momentum < 1")
 
 
 def _scoring_copy(model: nn.Module, names: Sequence[str], bn_mode: str,
@@ -53,7 +144,6 @@ def _scoring_copy(model: nn.Module, names: Sequence[str], bn_mode: str,
     Only the scored weights require gradients (unless ``all_params``), which spares the
     backward pass the BatchNorm and bias gradients nobody reads.
     """
-    _check_choice("bn_mode", bn_mode, BN_MODES)
     net = copy.deepcopy(model)
     net.train(bn_mode == "train")
     params = dict(net.named_parameters())
@@ -98,7 +188,7 @@ def _summed_gradients(net, weights, batches, temperature: float = 1.0) -> list[t
 # Gradient saliencies: SNIP, Iterative SNIP, FORCE.
 
 
-def snip(model, batches, names, mask, generator, *, bn_mode: str = "eval") -> Scores:
+def snip(model, batches, names, mask, generator, *, bn_mode: str) -> Scores:
     """SNIP (Lee et al. 2019): |theta * dL/dtheta|, i.e. |dL/dm| at an all-ones mask m.
 
     On a masked net (Iterative SNIP rounds) the weights and gradients are those of the
@@ -114,7 +204,7 @@ def snip(model, batches, names, mask, generator, *, bn_mode: str = "eval") -> Sc
     return {n: (w.detach() * g).abs() for n, w, g in zip(names, weights, grads, strict=True)}
 
 
-def force(model, batches, names, mask, generator, *, bn_mode: str = "train") -> Scores:
+def force(model, batches, names, mask, generator, *, bn_mode: str) -> Scores:
     """FORCE (de Jorge et al. 2021): |theta_dense * dL/dtheta| with the gradient of the
     masked net and the dense initial weights, so weights pruned earlier can come back.
 
@@ -131,8 +221,8 @@ def force(model, batches, names, mask, generator, *, bn_mode: str = "train") -> 
 # GraSP: gradient signal preservation through the Hessian-gradient product.
 
 
-def grasp(model, batches, names, mask, generator, *, temperature: float = 200.0,
-          bn_mode: str = "train", reinit_linear: bool = True) -> Scores:
+def grasp(model, batches, names, mask, generator, *, temperature: float, bn_mode: str,
+          reinit_linear: bool) -> Scores:
     """GraSP (Wang et al. 2020) as the official code computes it, returned as theta * Hg.
 
     The official code scores S = -theta * (H g) with g the gradient of the cross-entropy
@@ -145,7 +235,6 @@ def grasp(model, batches, names, mask, generator, *, temperature: float = 200.0,
     Hg is summed over batches as the official code sums it over its half-batches. The
     double backward runs through ``double_backward.fuse``d layers (same values, ~0.7x the time).
     """
-    _check_positive("temperature", temperature)
     net, weights = _scoring_copy(model, names, bn_mode)
     if reinit_linear:
         with torch.no_grad():
@@ -175,8 +264,8 @@ def grasp(model, batches, names, mask, generator, *, temperature: float = 200.0,
 # SynFlow: data-free synaptic flow.
 
 
-def synflow(model, batches, names, mask, generator, *, double: bool = False,
-            input_shape: tuple | None = None) -> Scores:
+def synflow(model, batches, names, mask, generator, *, double: bool,
+            input_shape: tuple | None) -> Scores:
     """SynFlow (Tanaka et al. 2020): theta * dR/dtheta with R = 1^T (prod_l |W_l|) 1.
 
     R is the summed output of the net whose parameters and buffers are all replaced by
@@ -193,8 +282,6 @@ def synflow(model, batches, names, mask, generator, *, double: bool = False,
             raise ValueError(f"input_shape {tuple(input_shape)} differs from the batches' {shape}")
     else:
         shape = tuple(input_shape) if input_shape is not None else (3, 32, 32)
-    if len(shape) < 1 or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"input_shape must be a tuple of positive integers, got {shape!r}")
     net, _ = _scoring_copy(model, names, "eval")
     dtype = torch.float64 if double else torch.float32
     net.to(dtype)
@@ -232,8 +319,8 @@ def random(model, batches, names, mask, generator) -> Scores:
 # ProsPr: the meta-gradient of the loss after a few SGD steps.
 
 
-def prospr(model, batches, names, mask, generator, *, steps: int = 3, lr: float = 0.1,
-           momentum: float = 0.0, bn_mode: str = "train") -> Scores:
+def prospr(model, batches, names, mask, generator, *, steps: int, lr: float,
+           momentum: float, bn_mode: str) -> Scores:
     """ProsPr (Alizadeh et al. 2022): |dL(theta_K)/dm| after K SGD steps from theta * m.
 
     The mask m (all ones, or the given mask) multiplies the scored weights once at the
@@ -242,10 +329,6 @@ def prospr(model, batches, names, mask, generator, *, steps: int = 3, lr: float 
     back to m. Defaults are the reference CLI's (3 steps, lr 0.1, momentum 0; its README
     example uses lr 0.5, momentum 0.9), train-mode BatchNorm as in the reference.
     """
-    _check_positive("steps", steps, int)
-    _check_positive("lr", lr)
-    if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
-        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
     net, _ = _scoring_copy(model, names, bn_mode, all_params=True)
     params = dict(net.named_parameters())
     buffers = dict(net.named_buffers())
@@ -275,25 +358,31 @@ def prospr(model, batches, names, mask, generator, *, steps: int = 3, lr: float 
 
 @dataclass(frozen=True)
 class Criterion:
-    """A scoring function and how ``prune_at_init`` uses it by default."""
+    """A scoring function, its options, and whether it needs data or revives weights."""
 
     score: Callable[..., Scores]
+    options_class: type[PruneOptions]
     needs_data: bool
-    rounds: int = 1         # pruning rounds of the default schedule (1 = one shot)
     revive: bool = False    # may a weight pruned in an earlier round come back?
-    scope: str = "global"   # default scope of the selection, see prune.SCOPES
+
+    def options(self, **kwargs) -> PruneOptions:
+        """The checked options; an unknown name is an error listing the known ones."""
+        return build(self.options_class, **kwargs)
 
 
 CRITERIA: Registry[Criterion] = Registry("criterion")
-CRITERIA.add("snip", Criterion(snip, needs_data=True))
-CRITERIA.add("grasp", Criterion(grasp, needs_data=True))
-# Synaptic-Flow's runs use 100 rounds for SynFlow (prune_epochs).
-CRITERIA.add("synflow", Criterion(synflow, needs_data=False, rounds=100))
-CRITERIA.add("magnitude", Criterion(magnitude, needs_data=False))
-CRITERIA.add("random", Criterion(random, needs_data=False, scope="layerwise"))
-# naver/force README: 60 rounds; Iter-SNIP keeps pruned weights pruned, FORCE may revive
-# them; both in train-mode BatchNorm.
-CRITERIA.add("iter_snip", Criterion(functools.partial(snip, bn_mode="train"), needs_data=True,
-                                    rounds=60))
-CRITERIA.add("force", Criterion(force, needs_data=True, rounds=60, revive=True))
-CRITERIA.add("prospr", Criterion(prospr, needs_data=True))
+CRITERIA.add("snip", Criterion(snip, SnipOptions, needs_data=True))
+CRITERIA.add("grasp", Criterion(grasp, GraspOptions, needs_data=True))
+CRITERIA.add("synflow", Criterion(synflow, SynflowOptions, needs_data=False))
+CRITERIA.add("magnitude", Criterion(magnitude, PruneOptions, needs_data=False))
+CRITERIA.add("random", Criterion(random, RandomOptions, needs_data=False))
+# Iter-SNIP keeps pruned weights pruned, FORCE may revive them.
+CRITERIA.add("iter_snip", Criterion(snip, IterSnipOptions, needs_data=True))
+CRITERIA.add("force", Criterion(force, ForceOptions, needs_data=True, revive=True))
+CRITERIA.add("prospr", Criterion(prospr, ProsprOptions, needs_data=True))
+
+
+def score(name: str, model, batches, names, mask, generator, **options) -> Scores:
+    """Scores of criterion ``name`` with its checked ``options`` (defaults otherwise)."""
+    crit = CRITERIA.get(name)
+    return crit.score(model, batches, names, mask, generator, **crit.options(**options).scoring())

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from opai_lib import models
-from opai_lib.config import check_integer
+from opai_lib.config import build, check_integer, check_types, param, require
 from opai_lib.registry import Registry
 
 Biadjacency = np.ndarray  # bool (n_in, n_out): entry [i, o] is an edge from input i to output o
@@ -310,32 +310,54 @@ def _to_mask(graph: Biadjacency, param: torch.Tensor) -> torch.Tensor:
     return m.reshape(*m.shape, *([1] * (param.dim() - 2))).expand(param.shape).clone()
 
 
-def expander_mask(model: nn.Module, generator: str, *, degree: int | None = None,
-                  density: float | None = None, seed: int = 0, best_of: int = 1,
-                  samples: int = 1000, first_layer: bool | None = None,
-                  last_layer: bool = False) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class ExpanderOptions:
+    """How an expander mask is drawn (``expander_mask``); checked when built."""
+
+    degree: int | None = param(None, "size every graph by the official degree convention "
+                               "(see Generator.edges_at); None: by the run's density")
+    best_of: int = param(1, "graphs drawn per layer, the one of largest sampled expansion "
+                         "kept (the paper: 100 for rreg)")
+    samples: int = param(1000, "subset pairs sampled to measure expansion (best_of > 1)")
+    first_layer: bool | None = param(None, "sparsify the first layer; None: the official "
+                                     "choice (sparse in VGG, dense stem in ResNets)")
+    last_layer: bool = param(False, "sparsify the classifier (official: dense)")
+
+    def __post_init__(self):
+        check_types(self)
+        require(self.degree is None or self.degree >= 1, self, "degree", "None or an integer >= 1")
+        require(self.best_of >= 1, self, "best_of", "an integer >= 1")
+        require(self.samples >= 1, self, "samples", "an integer >= 1")
+
+
+def expander_mask(model: nn.Module, generator: str, density: float | None = None,
+                  seed: int = 0, options: ExpanderOptions | None = None, **kwargs
+                  ) -> dict[str, torch.Tensor]:
     """A data-free mask ``{param_name: bool tensor}`` over the tensors ``prunable(model)``
     names, from one ``generator`` graph per sparse layer (dense layers are all True).
 
-    Size it by ``degree`` (the official convention, see ``Generator.edges_at``) or by
-    ``density``: the kept fraction of all prunable weights, dense layers included, with the
-    same number of edges per layer for every generator. When ``degree`` is given,
-    ``density`` is ignored (a study passes ``density = 1 - sparsity`` always; the mask's
-    real density is ``masks.density(mask)["total"]``). ``best_of = N`` draws N graphs per
-    layer and keeps the one of largest sampled expansion (the paper: N = 100 for rreg),
-    measured with ``samples`` subset pairs. ``first_layer`` / ``last_layer``: see
-    ``sparse_layers``.
+    ``options`` (an ``ExpanderOptions``, or its fields as keywords) size it by ``degree``
+    (the official convention, see ``Generator.edges_at``); without a degree, by ``density``:
+    the kept fraction of all prunable weights, dense layers included, with the same number
+    of edges per layer for every generator (when a degree is given, ``density`` is ignored;
+    the mask's real density is ``masks.density(mask)["total"]``). ``best_of = N`` draws N
+    graphs per layer and keeps the one of largest sampled expansion, measured with
+    ``samples`` subset pairs. ``first_layer`` / ``last_layer``: see ``sparse_layers``.
     """
     gen = GENERATORS.get(generator)
-    if degree is not None:
-        check_integer("degree", degree, 1)
-    elif density is None:
+    if options is None:
+        options = build(ExpanderOptions, **kwargs)
+    elif kwargs or not isinstance(options, ExpanderOptions):
+        raise ValueError("options must be one ExpanderOptions (no extra keywords), got "
+                         f"{type(options).__name__} and {sorted(kwargs)}")
+    degree, best_of, samples = options.degree, options.best_of, options.samples
+    first_layer, last_layer = options.first_layer, options.last_layer
+    if degree is None and density is None:
         raise ValueError("give a degree (int >= 1) or a density (0 < density <= 1)")
-    elif isinstance(density, bool) or not isinstance(density, (int, float)) \
-            or not 0 < density <= 1:
+    if degree is None and (isinstance(density, bool) or not isinstance(density, (int, float))
+                           or not 0 < density <= 1):
         raise ValueError(f"density must be a number in (0, 1], got {density!r}")
-    for name, value, low in (("best_of", best_of, 1), ("samples", samples, 1), ("seed", seed, 0)):
-        check_integer(name, value, low)
+    check_integer("seed", seed, 0)
 
     params, sparse = sparse_layers(model, first_layer, last_layer)
     target = None if degree is not None else _edges_for_density(params, sparse, density)

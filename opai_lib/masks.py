@@ -116,3 +116,24 @@ def removed_fraction(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> floa
 def empty_layers(mask: Mapping[str, torch.Tensor]) -> list[str]:
     """Names of the tensors with no weight left: such a layer cuts the network in two."""
     return [name for name, m in mask.items() if not bool(m.any())]
+
+
+def diagnostics(mask: Mapping[str, torch.Tensor], stages: Mapping[str, str]) -> dict:
+    """What a record says about its mask: total and per-layer density, kept counts, empty
+    layers, the sparsest layer, and the share of all kept weights in each stage
+    (``stages`` maps every masked tensor to its stage, see ``models.stages``)."""
+    missing = sorted(set(mask) - set(stages))
+    if missing:
+        raise ValueError(f"no stage given for masked tensors {missing}")
+    kept = {name: int(m.sum()) for name, m in mask.items()}
+    total = sum(kept.values())
+    layer_density = {name: kept[name] / m.numel() for name, m in mask.items()}
+    sparsest = min(layer_density, key=layer_density.get)
+    share: dict[str, float] = {}
+    for name in mask:
+        share[stages[name]] = share.get(stages[name], 0.0) + (kept[name] / total if total else 0.0)
+    return {"density": total / sum(m.numel() for m in mask.values()),
+            "layer_density": layer_density, "layer_kept": kept,
+            "empty_layers": empty_layers(mask),
+            "sparsest_layer": {"name": sparsest, "density": layer_density[sparsest]},
+            "stage_share": share}

@@ -23,6 +23,7 @@ CIFAR-10 the pretrained ResNet-20 at ``layer3.1``) is used.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,11 +31,12 @@ import torch
 
 from opai_lib import concepts as concepts_mod
 from opai_lib import data as data_mod
-from opai_lib.config import check_integer
+from opai_lib.config import check_integer, check_types, param, require
 from opai_lib.registry import Registry
 
 MATERIALS = Registry("material")
 CONCEPT_MATERIALS = ("dop", "stitch", "random_segment", "less_patch")
+TESTS = ("null", "ttest", "none")
 
 
 @dataclass(frozen=True)
@@ -221,3 +223,89 @@ def make_material(name: str, data: data_mod.ImageSet, per_class: int, seed: int,
                              f"set lacks classes {missing}")
         test = test or concepts.settings.material_test
     return build(Request(data, per_class, seed, concepts, float(sigma), top, test), augment)
+
+
+# ---------------------------------------------------------------------------------------
+# A material as part of a run: every choice named, so a run's key holds it.
+
+# The concept discovery each dataset's materials draw from by default: the reference
+# classifier (``concepts.default_classifier``'s name and layer) and ``default_settings``.
+DEFAULT_DISCOVERY = {
+    "cifar10": ("pretrained-resnet20@layer3.1",
+                lambda: concepts_mod.ACESettings.for_image_size(32)),
+    "synthetic": ("synthetic-tiny-2-epochs-seed-0@bn1",
+                  lambda: concepts_mod.ACESettings(**concepts_mod.SYNTHETIC_SETTINGS)),
+}
+
+
+@dataclass(frozen=True)
+class Material:
+    """What a run feeds its criterion: ``batches`` class-balanced batches of ``per_class``
+    examples of every class, of material ``name``, drawn with the run's seed.
+
+    Options a material does not read stay None (an error if given), so two runs that differ
+    only there share one key. ``for_dataset`` fills what the dataset decides: the concept
+    test and the identity of the discovery (classifier and ACE settings).
+    """
+
+    name: str = param("image", "see MATERIALS.names()")
+    per_class: int = param(10, "examples of every class in each batch")
+    batches: int = param(1, "class-balanced batches of distinct examples")
+    top: int | None = param(None, "concept materials: concepts per class (default 5)")
+    sigma: float | None = param(None, "stitch: Super Stitching's coverage threshold "
+                                "(default 0.5; the paper also uses 0.75)")
+    test: str | None = param(None, "concept materials: the test a concept passes ('null', "
+                             "'ttest', 'none'; default: the discovery settings')")
+    classifier: str | None = param(None, "concept materials: the discovery's classifier@layer")
+    ace: concepts_mod.ACESettings | None = param(None, "concept materials: the ACE settings")
+
+    def __post_init__(self):
+        check_types(self)
+        MATERIALS.get(self.name)
+        require(self.per_class >= 1, self, "per_class", "an integer >= 1")
+        require(self.batches >= 1, self, "batches", "an integer >= 1")
+        require(self.name != "less_patch" or self.per_class == 1, self, "per_class",
+                "1 for less_patch (one patch per class)")
+        concept = self.name in CONCEPT_MATERIALS
+        for name, used in [("top", concept), ("test", concept), ("classifier", concept),
+                           ("ace", concept), ("sigma", self.name == "stitch")]:
+            require(used or getattr(self, name) is None, self, name,
+                    f"None: material {self.name!r} does not read it")
+        if concept and self.top is None:
+            object.__setattr__(self, "top", 5)
+        if self.name == "stitch" and self.sigma is None:
+            object.__setattr__(self, "sigma", 0.5)
+        require(self.top is None or self.top >= 1, self, "top", "an integer >= 1")
+        require(self.sigma is None or 0 < self.sigma <= 1, self, "sigma", "0 < sigma <= 1")
+        require(self.test is None or self.test in TESTS, self, "test", f"one of {TESTS}")
+
+    def for_dataset(self, dataset: str) -> Material:
+        """This material with the discovery of ``dataset`` filled in (concept materials)."""
+        if self.name not in CONCEPT_MATERIALS or self.ace is not None:
+            return self
+        if dataset not in DEFAULT_DISCOVERY:
+            raise ValueError(f"material {self.name!r} on dataset {dataset!r} needs concepts, "
+                             f"and only {sorted(DEFAULT_DISCOVERY)} have a default discovery; "
+                             "pass classifier= and ace= and feed make_material your ConceptSet")
+        classifier, settings = DEFAULT_DISCOVERY[dataset]
+        ace = settings()
+        return dataclasses.replace(self, classifier=self.classifier or classifier, ace=ace,
+                                   test=self.test or ace.material_test)
+
+    def make(self, data: data_mod.ImageSet, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches, from the dataset's default discovery (checked against this material's
+        classifier and settings) for concept materials."""
+        found = None
+        if self.name in CONCEPT_MATERIALS:
+            clf = concepts_mod.default_classifier(data)
+            settings = concepts_mod.default_settings(data)
+            if (f"{clf.name}@{clf.layer}", settings) != (self.classifier, self.ace):
+                raise ValueError(f"the default discovery of {data.name} is "
+                                 f"{clf.name}@{clf.layer} with other settings than this "
+                                 f"material's {self.classifier}; build its ConceptSet yourself")
+            found = concepts_mod.discover_default(data)
+        x, y = make_material(self.name, data, self.per_class * self.batches, seed,
+                             concepts=found, sigma=self.sigma or 0.5, top=self.top or 5,
+                             test=self.test)
+        order = torch.arange(len(y)).view(data.num_classes, self.batches, self.per_class)
+        return [(x[order[:, b].flatten()], y[order[:, b].flatten()]) for b in range(self.batches)]

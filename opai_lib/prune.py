@@ -18,7 +18,6 @@ the total is still exactly ``round(density * N)``.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Iterable, Mapping
 
@@ -28,11 +27,7 @@ from torch import nn
 
 from opai_lib import criteria, data, masks, models
 from opai_lib.config import check_integer
-
-SCOPES = ("global", "layerwise", "er", "erk")
-SCHEDULES = ("exponential", "linear")
-ON_COLLAPSE = ("error", "repair", "allow")
-
+from opai_lib.criteria import ON_COLLAPSE, SCHEDULES, SCOPES  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------------------------------
 # How many weights each layer keeps.
@@ -209,7 +204,8 @@ def scoring_batches(images: data.ImageSet, per_class: int = 10, num_batches: int
     """
     check_integer("per_class", per_class, 1)
     check_integer("num_batches", num_batches, 1)
-    idx = data.balanced_indices(images.labels, per_class * num_batches, seed)
+    idx = data.balanced_indices(images.labels, per_class * num_batches, seed,
+                                num_classes=images.num_classes)
     idx = idx.view(images.num_classes, num_batches, per_class)
     out = []
     for b in range(num_batches):
@@ -218,8 +214,10 @@ def scoring_batches(images: data.ImageSet, per_class: int = 10, num_batches: int
     return out
 
 
-def _as_batches(material) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """A list of (x, y) batches from one batch, an iterable of batches, or None."""
+def _as_batches(material, model: nn.Module | None = None
+                ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """A list of (x, y) batches from one batch, an iterable of batches, or None; with
+    ``model``, each batch's channels and labels are checked against it (``models.io_sizes``)."""
     if material is None:
         return None
     if isinstance(material, (tuple, list)) and len(material) == 2 and \
@@ -235,9 +233,18 @@ def _as_batches(material) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         ok = isinstance(b, (tuple, list)) and len(b) == 2 and \
             all(isinstance(t, torch.Tensor) for t in b)
         if not ok or not b[0].is_floating_point() or b[0].ndim < 2 or b[1].ndim != 1 \
-                or len(b[0]) != len(b[1]) or b[1].is_floating_point():
-            raise ValueError(f"material batch {i} must be (x float (B, ...), y integer (B,)), "
-                             f"got {type(b).__name__}")
+                or len(b[0]) != len(b[1]) or len(b[1]) == 0 or b[1].is_floating_point():
+            raise ValueError(f"material batch {i} must be (x float (B, ...), y integer (B,)) "
+                             f"with B >= 1, got {type(b).__name__}")
+    channels, outputs = models.io_sizes(model) if model is not None else (None, None)
+    for i, (x, y) in enumerate(batches):
+        if channels is not None and x.shape[1] != channels:
+            raise ValueError(f"material batch {i}: x of shape {tuple(x.shape)} has {x.shape[1]} "
+                             f"channels; allowed: {channels} (the model's first convolution)")
+        if outputs is not None and not 0 <= int(y.min()) <= int(y.max()) < outputs:
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(f"material batch {i}: label {bad}; allowed: 0..{outputs - 1} "
+                             f"(the model's {outputs} outputs)")
     return batches
 
 
@@ -245,61 +252,51 @@ def _as_batches(material) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
 # The one entry point.
 
 
-def _check_options(name: str, score, options: dict) -> None:
-    params = list(inspect.signature(score).parameters.values())[5:]
-    allowed = [p.name for p in params]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for criterion {name!r}; "
-                         f"its options are {allowed}")
-
-
 def prune_at_init(model: nn.Module, criterion: str, material, sparsity: float, seed: int = 0,
-                  *, scope: str | None = None, rounds: int | None = None,
-                  schedule: str = "exponential", on_collapse: str = "error",
-                  first_layer: bool = True, last_layer: bool = True, **options) -> masks.Mask:
+                  options: criteria.PruneOptions | None = None, **kwargs) -> masks.Mask:
     """The mask that ``criterion`` fed ``material`` chooses at ``sparsity``; the model is
     left untouched (apply the mask with ``masks.apply_mask``).
 
     ``material``: a batch (x, y), an iterable of batches, or None for a data-free criterion.
-    ``scope``, ``rounds`` (1 = one shot) default to the criterion's (``criteria.CRITERIA``);
-    with several rounds the density follows ``schedule`` and the criterion re-scores the
-    masked net each round. ``on_collapse``: a layer left with no weight raises ("error"),
-    gets its best-scored weight back ("repair", see ``repair_collapse``), or stays empty
-    ("allow"). ``first_layer``/``last_layer`` False keep that layer dense (not in the mask).
-    ``seed`` drives every random draw (random scores, GraSP's re-initialisation, ties);
-    the global RNG is not used. ``options`` go to the criterion.
+    ``options``: the criterion's options (``criteria.CRITERIA.get(criterion).options_class``),
+    or given as keywords (``scope="erk"``, ``rounds=5``, ``bn_mode="eval"``; defaults are the
+    criterion's). With several ``rounds`` the density follows ``schedule`` and the criterion
+    re-scores the masked net each round. ``on_collapse``: a layer left with no weight raises
+    ("error"), gets its best-scored weight back ("repair", see ``repair_collapse``), or stays
+    empty ("allow"). ``first_layer``/``last_layer`` False keep that layer dense (not in the
+    mask). ``seed`` drives every random draw (random scores, GraSP's re-initialisation, ties);
+    the global RNG is not used.
     """
     crit = criteria.CRITERIA.get(criterion)
     _check_fraction("sparsity", sparsity)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    scope = crit.scope if scope is None else scope
-    _check_scope(scope)
-    densities = schedule_densities(1 - sparsity, crit.rounds if rounds is None else rounds,
-                                   schedule)
-    if on_collapse not in ON_COLLAPSE:
-        raise ValueError(f"on_collapse must be one of {ON_COLLAPSE}, got {on_collapse!r}")
-    _check_options(criterion, crit.score, options)
-    batches = _as_batches(material)
+    if options is None:
+        options = crit.options(**kwargs)
+    elif kwargs or type(options) is not crit.options_class:
+        raise ValueError(f"options of {criterion!r} must be one "
+                         f"{crit.options_class.__name__} (no extra keywords), got "
+                         f"{type(options).__name__} and {sorted(kwargs)}")
+    densities = schedule_densities(1 - sparsity, options.rounds, options.schedule)
+    batches = _as_batches(material, model)
     if crit.needs_data and batches is None:
         free = [n for n in criteria.CRITERIA.names() if not criteria.CRITERIA.get(n).needs_data]
         raise ValueError(f"criterion {criterion!r} needs material (a batch or batches); "
                          f"the data-free criteria are {free}")
-    names = list(models.prunable(model, first_layer, last_layer))
+    names = list(models.prunable(model, options.first_layer, options.last_layer))
     generator = torch.Generator().manual_seed(seed)
     mask = None
     for t, density in enumerate(densities):
-        scores = crit.score(model, batches, names, mask, generator, **options)
+        scores = crit.score(model, batches, names, mask, generator, **options.scoring())
         if mask is not None and not crit.revive:
             scores = {n: s.masked_fill(~mask[n], -math.inf) for n, s in scores.items()}
-        mask = select(scores, 1 - density, scope, seed=seed * 1000 + t)
+        mask = select(scores, 1 - density, options.scope, seed=seed * 1000 + t)
     dead = masks.empty_layers(mask)
-    if dead and on_collapse == "error":
+    if dead and options.on_collapse == "error":
         raise ValueError(
             f"layer collapse: {criterion} at sparsity {sparsity} kept no weight in "
             f"{', '.join(dead)}. Lower the sparsity, choose another scope, or pass "
             "on_collapse='repair' (or 'allow' to keep the empty layers).")
-    if dead and on_collapse == "repair":
+    if dead and options.on_collapse == "repair":
         mask = repair_collapse(mask, scores)
     return mask

@@ -1,10 +1,12 @@
 """Runs of the study: one RunConfig in, one result record out, never computed twice.
 
-A run is: data -> model(seed) -> mask (a criterion fed a material, an expander graph, or
-none) -> masked training -> evaluation -> a JSON record named by the hash of its config.
-``sweep`` runs the missing records of a grid in parallel processes; an interrupted sweep
-resumes where it stopped (finished runs are read back, an unfinished one continues from its
-last epoch checkpoint).
+A run is: data -> model(seed) -> mask (a method of ``methods.METHODS``: a criterion fed a
+material, an expander graph, or none) -> masked training -> evaluation -> a record named by
+the hash of its config, carrying its mask (packed bits beside the JSON), per-layer
+diagnostics and the machine that computed it. Records live in a ``store.Store``: a run is
+claimed before it starts, so two processes never compute it twice; an interrupted run
+continues from its last epoch checkpoint. The cpu profile's store is the published record,
+committed in ``book/record/cpu``.
 """
 
 from __future__ import annotations
@@ -15,94 +17,99 @@ import hashlib
 import json
 import math
 import os
-import platform
+import subprocess
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from opai_lib import data, masks, models
-from opai_lib.config import Profile, Recipe, check_types, param, require
+from opai_lib.config import Profile, Recipe, check_types, cpu_model, native_bf16, param, require
+from opai_lib.materials import Material
+from opai_lib.methods import METHODS
+from opai_lib.store import Store
+from opai_lib.store import sweep as store_sweep
 from opai_lib.train import evaluate, train
 
-EXPANDER_PREFIX = "expander:"
+RECORD_DIR = data.PROJECT_ROOT / "book" / "record"
+PUBLISHED_PROFILES = ("cpu",)
 
 
 def store_dir(profile: str) -> Path:
-    """Where a profile's run records live: ``$OPAI_RUNS_DIR`` or ``runs/`` (git-ignored)."""
-    return Path(os.environ.get("OPAI_RUNS_DIR") or data.PROJECT_ROOT / "runs") / profile
+    """Where a profile's run records live: ``$OPAI_RUNS_DIR/<profile>`` when set; else the
+    published record ``book/record/<profile>`` for the cpu profile, ``runs/<profile>``
+    (git-ignored) for the others."""
+    if os.environ.get("OPAI_RUNS_DIR"):
+        return Path(os.environ["OPAI_RUNS_DIR"]) / profile
+    if profile in PUBLISHED_PROFILES:
+        return RECORD_DIR / profile
+    return data.PROJECT_ROOT / "runs" / profile
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines the numbers of one run."""
+    """Everything that determines the numbers of one run; checked when built."""
 
     model: str = param("resnet20", "model name, see models.MODELS")
     width: float = param(1.0, "width multiplier of CIFAR models")
     dataset: str = param("cifar10", "dataset name, see data.DATASETS")
     train_per_class: int = param(0, "training images per class (fixed subset); 0 = all")
     test_per_class: int = param(0, "test images per class (fixed subset); 0 = all")
-    method: str = param("dense", "'dense', a criterion name, or 'expander:<generator>'")
+    method: str = param("dense", "how the mask is made, see methods.METHODS")
     sparsity: float = param(0.0, "fraction of prunable weights removed, in [0, 1)")
-    method_options: tuple = param((), "extra keyword arguments of the method: (name, value) pairs")
-    material: str = param("image", "what a data-dependent criterion is fed, see materials")
-    material_per_class: int = param(10, "material examples per class")
+    options: object = param(None, "the method's options (METHODS.get(method).options_class); "
+                            "None: its defaults")
+    material: Material | None = param(None, "what a data-dependent criterion is fed; None: "
+                                      "10 images per class (None for the other methods)")
     seed: int = param(0, "seed of the initial weights, the material, the mask and the batches")
-    recipe: Recipe = param(Recipe(), "training recipe")
+    recipe: Recipe = param(Recipe(), "training recipe; its precision is resolved for device")
     device: str = param("cpu", "torch device", ("cpu", "cuda"))
 
     def __post_init__(self):
         check_types(self)
         models.MODELS.get(self.model)
         data.DATASETS.get(self.dataset)
+        method = METHODS.get(self.method)
+        require(self.width > 0, self, "width", "a positive number")
+        require(self.seed >= 0, self, "seed", "an integer >= 0")
+        for split in ("train", "test"):
+            name, most = f"{split}_per_class", data.max_per_class(self.dataset, split)
+            require(getattr(self, name) >= 0 and (most is None or getattr(self, name) <= most),
+                    self, name, f"0 (all) or an integer in 1..{most or 'the class size'}")
         require(0.0 <= self.sparsity < 1.0, self, "sparsity", "a number in [0, 1)")
-        require(self.method != "dense" or self.sparsity == 0, self, "sparsity",
+        require(method.kind != "dense" or self.sparsity == 0, self, "sparsity",
                 "0 for the dense method")
-        require(all(isinstance(o, tuple) and len(o) == 2 and isinstance(o[0], str)
-                    for o in self.method_options), self, "method_options",
-                "a tuple of (name, value) pairs")
-        if self.method.startswith(EXPANDER_PREFIX):
-            from opai_lib import expanders
-
-            expanders.GENERATORS.get(self.method.removeprefix(EXPANDER_PREFIX))
-        elif self.method != "dense":
-            from opai_lib import criteria
-
-            criteria.CRITERIA.get(self.method)
-        if self.uses_material():
-            from opai_lib import materials
-
-            materials.MATERIALS.get(self.material)
-            require(self.material_per_class >= 1, self, "material_per_class",
-                    "an integer >= 1")
-        else:  # one key for runs that differ only in a material nobody reads
-            object.__setattr__(self, "material", "none")
-            object.__setattr__(self, "material_per_class", 0)
-
-    def uses_material(self) -> bool:
-        """Whether the method feeds data to its criterion."""
-        if self.method == "dense" or self.method.startswith(EXPANDER_PREFIX):
-            return False
-        from opai_lib import criteria
-
-        return criteria.CRITERIA.get(self.method).needs_data
+        options = method.options() if self.options is None else self.options
+        require(type(options) is method.options_class, self, "options",
+                f"None or a {method.options_class.__name__} (the options of {self.method!r})")
+        object.__setattr__(self, "options", options)
+        if method.needs_data:
+            material = self.material or Material()
+            object.__setattr__(self, "material", material.for_dataset(self.dataset))
+        require(method.needs_data or self.material is None, self, "material",
+                f"None: method {self.method!r} reads no data")
+        object.__setattr__(self, "recipe", self.recipe.on(self.device))
 
     def key(self) -> str:
-        """A short hash naming the run's record."""
+        """A short hash of every field (the record's name); tests pin a few."""
         text = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def config_from_profile(profile: Profile, **fields) -> RunConfig:
-    """A RunConfig at the scale of ``profile`` (its data, width, recipe, device)."""
+def config_from_profile(profile: Profile, material: str | Material | None = None,
+                        **fields) -> RunConfig:
+    """A RunConfig at the scale of ``profile`` (its data, width, recipe, device). A
+    ``material`` given by name gets the profile's ``score_per_class`` examples per class."""
+    if material is None and METHODS.get(fields.get("method", "dense")).needs_data:
+        material = "image"
+    if isinstance(material, str):
+        material = Material(material, per_class=profile.score_per_class)
     base = dict(dataset=profile.dataset, train_per_class=profile.train_per_class,
                 test_per_class=profile.test_per_class, width=profile.width,
-                material_per_class=profile.score_per_class, recipe=profile.recipe,
-                device=profile.device)
-    return RunConfig(**{**base, **fields})
+                recipe=profile.recipe, device=profile.device)
+    return RunConfig(**{**base, **fields, "material": material})
 
 
 @functools.lru_cache(maxsize=4)
@@ -118,84 +125,120 @@ def run_data(dataset: str, train_per_class: int, test_per_class: int):
 
 def make_mask(cfg: RunConfig, model, train_set) -> masks.Mask | None:
     """The mask of ``cfg``'s method for ``model`` (None for the dense baseline)."""
-    options = dict(cfg.method_options)
-    if cfg.method == "dense":
+    material = cfg.material.make(train_set, cfg.seed) if cfg.material else None
+    return METHODS.get(cfg.method).mask(model, cfg.options, material, cfg.sparsity, cfg.seed)
+
+
+@functools.cache
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=data.PROJECT_ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=data.PROJECT_ROOT, text=True, capture_output=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def machine(device: str) -> dict:
+    """What computed a record: identical numbers are expected only on the same CPU
+    family (vector capability), thread count and torch version."""
+    info = {"cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": native_bf16(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": device, "commit": _commit()}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def pack_mask(mask: masks.Mask) -> dict[str, np.ndarray]:
+    """The mask as packed bits, one array per layer (the record's ``.npz``)."""
+    return {name: np.packbits(m.detach().cpu().numpy().ravel()) for name, m in mask.items()}
+
+
+def mask_sha256(mask: masks.Mask) -> str:
+    """A hash of the mask's layer names, shapes and bits: equal masks, equal hashes."""
+    h = hashlib.sha256()
+    for name, m in mask.items():
+        h.update(f"{name}{tuple(m.shape)}".encode())
+        h.update(np.packbits(m.detach().cpu().numpy().ravel()).tobytes())
+    return h.hexdigest()
+
+
+def read_mask(record: dict, store: str | Path | Store) -> masks.Mask | None:
+    """The mask a record was trained with (None for a dense run), from its store."""
+    if not record["mask_shapes"]:
         return None
-    if cfg.method.startswith(EXPANDER_PREFIX):
-        from opai_lib import expanders
-
-        return expanders.expander_mask(model, cfg.method.removeprefix(EXPANDER_PREFIX),
-                                       seed=cfg.seed, density=1 - cfg.sparsity, **options)
-    from opai_lib import materials, prune
-
-    material = materials.make_material(cfg.material, train_set, cfg.material_per_class,
-                                       seed=cfg.seed) if cfg.uses_material() else None
-    return prune.prune_at_init(model, cfg.method, material, cfg.sparsity, seed=cfg.seed,
-                               **options)
+    arrays = _as_store(store).read_arrays(record["key"])
+    out = {}
+    for name, shape in record["mask_shapes"].items():
+        bits = np.unpackbits(arrays[name])[:math.prod(shape)]
+        out[name] = torch.from_numpy(bits.astype(bool)).view(*shape)
+    return out
 
 
-def run(cfg: RunConfig, store: str | Path) -> dict:
-    """The record of ``cfg`` from ``store``, computing it first if it is not there."""
-    store = Path(store)
-    path = store / f"{cfg.key()}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+def _as_store(store: str | Path | Store) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+def _compute(cfg: RunConfig, store: Store) -> tuple[dict, dict | None]:
+    """Train and evaluate ``cfg``: its record and its packed mask."""
     t0 = time.perf_counter()
     train_set, test_set = run_data(cfg.dataset, cfg.train_per_class, cfg.test_per_class)
     model = models.get_model(cfg.model, train_set.num_classes, cfg.width, seed=cfg.seed)
     mask = make_mask(cfg, model, train_set)
+    image_size = train_set.images.shape[1] if isinstance(train_set, data.ImageSet) else 224
     if mask is not None:
         masks.apply_mask(model, mask)
     mask_seconds = time.perf_counter() - t0
     recipe = cfg.recipe
     history = train(model, data.batches(train_set, recipe.batch_size, True, cfg.seed,
                                         device=cfg.device),
-                    recipe, checkpoint=store / f"{cfg.key()}.ckpt", device=cfg.device,
+                    recipe, checkpoint=store.checkpoint_path(cfg.key()), device=cfg.device,
                     seed=cfg.seed)
     result = evaluate(model, data.batches(test_set, 500, False, device=cfg.device),
                       precision=recipe.precision)
     record = {
         "key": cfg.key(), "config": dataclasses.asdict(cfg), **result,
-        "density": masks.density(mask)["total"] if mask else 1.0,
-        "layer_density": masks.density(mask) if mask else {},
+        **(masks.diagnostics(mask, models.stages(model, image_size)) if mask
+           else {"density": 1.0}),
+        "mask_shapes": {n: list(m.shape) for n, m in mask.items()} if mask else {},
+        "mask_sha256": mask_sha256(mask) if mask else None,
         "pruned_nonzero": masks.pruned_nonzero(model), "history": history,
-        "mask_seconds": mask_seconds,
-        "seconds": time.perf_counter() - t0, "data": train_set.name,
-        "train_images": len(train_set), "test_images": len(test_set),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor(),
-                     "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "device": cfg.device},
+        "mask_seconds": mask_seconds, "seconds": time.perf_counter() - t0,
+        "data": train_set.name, "train_images": len(train_set), "test_images": len(test_set),
+        "machine": machine(cfg.device),
     }
-    store.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
-    (store / f"{cfg.key()}.ckpt").unlink(missing_ok=True)
-    return record
+    return record, pack_mask(mask) if mask else None
 
 
-def _run_in_worker(cfg: RunConfig, store: str, threads: int) -> dict:
-    torch.set_num_threads(threads)
-    return run(cfg, store)
+def run(cfg: RunConfig, store: str | Path | Store) -> dict:
+    """The record of ``cfg`` from ``store``, computing it first if it is not there."""
+    store = _as_store(store)
+    return store.compute(cfg.key(), functools.partial(_compute, cfg, store))
 
 
-def sweep(cfgs: list[RunConfig], store: str | Path, workers: int = 1) -> list[dict]:
-    """Records of all ``cfgs`` (in order), running the missing ones ``workers`` at a time.
+def _key(cfg: RunConfig) -> str:
+    return cfg.key()
 
-    Independent runs in separate single-threaded processes use a small CPU better than one
-    process on all cores; each worker gets an equal share of the threads.
+
+def _threads(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def sweep(cfgs: list[RunConfig], store: str | Path | Store, workers: int = 1,
+          executor=None) -> list[dict]:
+    """Records of all ``cfgs`` (in order), running the missing ones ``workers`` at a time in
+    single-threaded processes (or on ``executor``, any ``concurrent.futures.Executor``).
+
+    Independent runs in separate processes use a small CPU better than one process on all
+    cores (two single-threaded runs gave 1.3x the throughput of one on two threads).
     """
-    store = Path(store)
-    todo = list({c.key(): c for c in cfgs if not (store / f"{c.key()}.json").exists()}.values())
-    if workers > 1 and len(todo) > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            list(pool.map(_run_in_worker, todo, [str(store)] * len(todo),
-                          [threads] * len(todo)))
-    else:
-        for cfg in todo:
-            run(cfg, store)
-    return [run(c, store) for c in cfgs]
+    store = _as_store(store)
+    return store_sweep(store, list(cfgs), _key, functools.partial(_compute, store=store),
+                       workers=workers, executor=executor, threads=_threads(workers))
 
 
 def _t_half_width(std: float, n: int) -> float:

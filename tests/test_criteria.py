@@ -36,7 +36,7 @@ def gen(seed=0):
 def test_snip_is_the_gradient_with_respect_to_an_all_ones_mask():
     net, batches = tiny_net(), [batch(0), batch(1)]
     names = names_of(net)
-    scores = criteria.snip(net, batches, names, None, gen())
+    scores = criteria.score("snip", net, batches, names, None, gen())
     ref = copy.deepcopy(net).eval()
     params = dict(ref.named_parameters())
     ones = {n: torch.ones_like(params[n], requires_grad=True) for n in names}
@@ -59,8 +59,8 @@ def test_iterative_snip_and_force_score_the_masked_net():
     x, y = batches[0]
     grads = torch.autograd.grad(F.cross_entropy(call(ref, effective, x), y),
                                 [effective[n] for n in names])
-    iter_snip = criteria.CRITERIA.get("iter_snip").score(net, batches, names, mask, gen())
-    force = criteria.force(net, batches, names, mask, gen())
+    iter_snip = criteria.score("iter_snip", net, batches, names, mask, gen())
+    force = criteria.score("force", net, batches, names, mask, gen())
     for n, grad in zip(names, grads, strict=True):
         torch.testing.assert_close(iter_snip[n], (effective[n] * grad).abs())
         torch.testing.assert_close(force[n], (params[n] * grad).abs())
@@ -72,8 +72,8 @@ def test_iterative_snip_and_force_score_the_masked_net():
 def test_grasp_hessian_gradient_product_matches_autograd_hvp(bn_mode):
     net, batches, T = tiny_net(), [batch(0), batch(1)], 200.0
     names = names_of(net)
-    scores = criteria.grasp(net, batches, names, None, gen(), temperature=T, bn_mode=bn_mode,
-                            reinit_linear=False)
+    scores = criteria.score("grasp", net, batches, names, None, gen(), temperature=T,
+                            bn_mode=bn_mode, reinit_linear=False)
     ref = copy.deepcopy(net).train(bn_mode == "train")
     params = dict(ref.named_parameters())
 
@@ -92,10 +92,10 @@ def test_grasp_reinitialises_the_linear_layers_of_its_copy_only():
     net, batches = tiny_net(), [batch(0)]
     names = names_of(net)
     before = copy.deepcopy(net.state_dict())
-    scores = criteria.grasp(net, batches, names, None, gen(5))
+    scores = criteria.score("grasp", net, batches, names, None, gen(5))
     ref = copy.deepcopy(net)
     nn.init.xavier_normal_(ref.fc.weight, generator=gen(5))
-    expected = criteria.grasp(ref, batches, names, None, gen(5), reinit_linear=False)
+    expected = criteria.score("grasp", ref, batches, names, None, gen(5), reinit_linear=False)
     for n in names:
         torch.testing.assert_close(scores[n], expected[n])
     for k, v in net.state_dict().items():
@@ -110,7 +110,7 @@ def test_synflow_matches_the_closed_form_of_a_two_layer_linear_net():
             p.copy_(torch.randn(p.shape, generator=g))  # mixed signs: the ReLU would cut them
     before = copy.deepcopy(net.state_dict())
     names = names_of(net)
-    scores = criteria.synflow(net, None, names, None, gen(), input_shape=(5,), double=True)
+    scores = criteria.score("synflow", net, None, names, None, gen(), input_shape=(5,), double=True)
     w1, w2 = net[0].weight.detach().abs().double(), net[2].weight.detach().abs().double()
     # R = 1^T |W2| |W1| 1; dR/dW1[i,j] = sum_k |W2|[k,i], dR/dW2[k,i] = sum_j |W1|[i,j].
     torch.testing.assert_close(scores["0.weight"], w1 * w2.sum(0)[:, None])
@@ -125,21 +125,21 @@ def test_synflow_on_a_mask_and_in_float32():
     names = names_of(net)
     mask = {n: torch.rand(p.shape, generator=gen(2)) < 0.5
             for n, p in models.prunable(net).items()}
-    s32 = criteria.synflow(net, None, names, mask, gen())
-    s64 = criteria.synflow(net, None, names, mask, gen(), double=True)
+    s32 = criteria.score("synflow", net, None, names, mask, gen())
+    s64 = criteria.score("synflow", net, None, names, mask, gen(), double=True)
     for n in names:
         assert (s32[n][~mask[n]] == 0).all() and (s32[n] >= 0).all()
         torch.testing.assert_close(s32[n].double(), s64[n], rtol=1e-4, atol=0)
     with pytest.raises(ValueError, match="input_shape"):
-        criteria.synflow(net, [batch(0)], names, None, gen(), input_shape=(3, 32, 32))
+        criteria.score("synflow", net, [batch(0)], names, None, gen(), input_shape=(3, 32, 32))
 
 
 def test_prospr_is_the_meta_gradient_through_sgd_steps():
     net, x, y = tiny_net(), *batch(0)
     names = names_of(net)
     lr, mom = 0.3, 0.9
-    scores = criteria.prospr(net, [(x, y)], names, None, gen(), steps=2, lr=lr, momentum=mom,
-                             bn_mode="eval")
+    scores = criteria.score("prospr", net, [(x, y)], names, None, gen(), steps=2, lr=lr,
+                            momentum=mom, bn_mode="eval")
     ref = copy.deepcopy(net).eval()
     params = {k: p.detach() for k, p in ref.named_parameters()}
 
@@ -163,11 +163,11 @@ def test_magnitude_and_random():
     net = tiny_net()
     names = names_of(net)
     params = dict(net.named_parameters())
-    mag = criteria.magnitude(net, None, names, None, gen())
+    mag = criteria.score("magnitude", net, None, names, None, gen())
     assert all(torch.equal(mag[n], params[n].detach().abs()) for n in names)
-    a = criteria.random(net, None, names, None, gen(7))
-    b = criteria.random(net, None, names, None, gen(7))
-    c = criteria.random(net, None, names, None, gen(8))
+    a = criteria.score("random", net, None, names, None, gen(7))
+    b = criteria.score("random", net, None, names, None, gen(7))
+    c = criteria.score("random", net, None, names, None, gen(8))
     assert all(torch.equal(a[n], b[n]) for n in names)
     assert not all(torch.equal(a[n], c[n]) for n in names)
     assert all(((a[n] >= 0) & (a[n] < 1)).all() for n in names)
@@ -182,8 +182,7 @@ def test_every_criterion_scores_every_prunable_tensor_and_leaves_the_model(name)
     before = copy.deepcopy(net.state_dict())
     x, y = batch(0)
     names = names_of(net)
-    crit = criteria.CRITERIA.get(name)
-    scores = crit.score(net, [(x.float(), y)], names, None, gen())
+    scores = criteria.score(name, net, [(x.float(), y)], names, None, gen())
     assert list(scores) == names
     for n, p in models.prunable(net).items():
         assert scores[n].shape == p.shape and torch.isfinite(scores[n]).all()
@@ -194,9 +193,13 @@ def test_every_criterion_scores_every_prunable_tensor_and_leaves_the_model(name)
 
 def test_bad_options_are_rejected():
     net, names = tiny_net(), names_of(tiny_net())
-    with pytest.raises(ValueError, match="bn_mode must be one of"):
-        criteria.snip(net, [batch(0)], names, None, gen(), bn_mode="inference")
-    with pytest.raises(ValueError, match="temperature must be a positive float"):
-        criteria.grasp(net, [batch(0)], names, None, gen(), temperature=0)
-    with pytest.raises(ValueError, match="steps must be a positive int"):
-        criteria.prospr(net, [batch(0)], names, None, gen(), steps=1.5)
+    with pytest.raises(ValueError, match="SnipOptions.bn_mode must be one of"):
+        criteria.score("snip", net, [batch(0)], names, None, gen(), bn_mode="inference")
+    with pytest.raises(ValueError, match="GraspOptions.temperature = 0; allowed: a positive"):
+        criteria.score("grasp", net, [batch(0)], names, None, gen(), temperature=0)
+    with pytest.raises(ValueError, match="ProsprOptions.steps must be of type int, got 1.5"):
+        criteria.score("prospr", net, [batch(0)], names, None, gen(), steps=1.5)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['temprature'\]"):
+        criteria.score("grasp", net, [batch(0)], names, None, gen(), temprature=100)
+    with pytest.raises(ValueError, match="SynflowOptions.input_shape"):
+        criteria.CRITERIA.get("synflow").options(input_shape=(3, 0, 32))

@@ -201,7 +201,7 @@ def test_grasp_scores_of_resnet20_match_the_generic_double_backward():
     names = models.prunable(model)
     gen = torch.Generator().manual_seed(4)
     batch = (torch.randn(16, 3, 32, 32, generator=gen), torch.arange(16) % 10)
-    ours = criteria.grasp(model, [batch], names, None, None, reinit_linear=False)
+    ours = criteria.score("grasp", model, [batch], names, None, None, reinit_linear=False)
 
     # The same computation through PyTorch's own double backward, in float64.
     net = copy.deepcopy(model).double().train().requires_grad_(False)

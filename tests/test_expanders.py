@@ -269,13 +269,14 @@ def test_layer_report_counts(vgg):
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"generator": "expander"}, "unknown expander generator"),
-    ({"degree": 0}, "degree must be"),
-    ({"degree": 2.5}, "degree must be"),
+    ({"degree": 0}, "ExpanderOptions.degree = 0"),
+    ({"degree": 2.5}, "ExpanderOptions.degree must be of type"),
     ({}, "give a degree"),
     ({"density": 1.5}, "density must be"),
     ({"density": 0.0}, "density must be"),
     ({"density": 1e-6}, "below what the dense layers"),
-    ({"degree": 3, "best_of": 0}, "best_of must be"),
+    ({"degree": 3, "best_of": 0}, "ExpanderOptions.best_of = 0"),
+    ({"degree": 3, "bset_of": 2}, r"unknown option\(s\) \['bset_of'\]"),
     ({"degree": 3, "seed": -1}, "seed must be"),
 ])
 def test_bad_input_fails_before_compute(resnet, kwargs, message):

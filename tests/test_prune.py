@@ -215,11 +215,12 @@ class Exploding(nn.Module):
     (dict(sparsity="0.9"), "sparsity must be a float"),
     (dict(sparsity=True), "sparsity must be a float"),
     (dict(seed=1.5), "seed must be an integer"),
-    (dict(scope="local"), "scope must be one of"),
-    (dict(rounds=0), "rounds must be an integer >= 1"),
+    (dict(scope="local"), "SnipOptions.scope must be one of"),
+    (dict(rounds=0), "SnipOptions.rounds = 0; allowed: an integer >= 1"),
     (dict(schedule="cosine"), "schedule must be one of"),
     (dict(on_collapse="ignore"), "on_collapse must be one of"),
-    (dict(temprature=100), r"unknown option\(s\) \['temprature'\] for criterion 'snip'"),
+    (dict(temprature=100), r"unknown option\(s\) \['temprature'\] of SnipOptions"),
+    (dict(options=criteria.GraspOptions()), "options of 'snip' must be one SnipOptions"),
     (dict(material=None), "needs material"),
     (dict(material=[]), "material holds no batch"),
     (dict(material=(torch.zeros(3, 4), torch.zeros(2).long())), "material batch 0"),
@@ -231,3 +232,40 @@ def test_bad_input_fails_before_compute(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         prune.prune_at_init(Exploding(), **args)
+
+
+class ExplodingConvNet(nn.Module):
+    """Three input channels, ten classes; its forward pass fails (validation comes first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10))
+
+    def forward(self, x):
+        raise RuntimeError("computed")
+
+
+GOOD = (torch.zeros(4, 3, 8, 8), torch.tensor([0, 3, 9, 9]))
+
+
+@pytest.mark.parametrize(("material", "message"), [
+    ((torch.zeros(4, 1, 8, 8), GOOD[1]),
+     r"material batch 0: x of shape \(4, 1, 8, 8\) has 1 channels; allowed: 3"),
+    ([GOOD, (GOOD[0], torch.tensor([0, 1, 10, 2]))],
+     r"material batch 1: label 10; allowed: 0\.\.9 \(the model's 10 outputs\)"),
+    ((GOOD[0], torch.tensor([0, -1, 2, 3])), r"material batch 0: label -1; allowed: 0\.\.9"),
+    ((torch.zeros(0, 3, 8, 8), torch.zeros(0).long()), "material batch 0 .* B >= 1"),
+])
+def test_material_is_checked_against_the_model_before_compute(material, message):
+    with pytest.raises(ValueError, match=message):
+        prune.prune_at_init(ExplodingConvNet(), "snip", material, 0.5)
+    with pytest.raises(RuntimeError, match="computed"):  # a good batch reaches the model
+        prune.prune_at_init(ExplodingConvNet(), "snip", GOOD, 0.5)
+
+
+def test_scoring_batches_name_a_class_without_images():
+    images = data.synthetic(train=True, per_class=8)
+    images = images.subset(torch.nonzero(images.labels != 9).flatten())
+    with pytest.raises(ValueError, match="class 9 has only 0 images"):
+        prune.scoring_batches(images, per_class=2)

@@ -1,0 +1,62 @@
+"""Every way a run gets its mask, behind one registry: the dense baseline, each
+pruning-at-initialisation criterion (``criteria``), each expander generator (``expanders``).
+
+A method has a kind, a typed options dataclass (checked when built, part of the run key)
+and says whether it feeds data to a criterion. ``Method.mask`` is the one place that turns
+(model, options, material, sparsity, seed) into a mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from opai_lib import criteria, expanders, masks, prune
+from opai_lib.config import build
+from opai_lib.registry import Registry
+
+KINDS = ("dense", "criterion", "expander")
+EXPANDER_PREFIX = "expander:"
+
+
+@dataclass(frozen=True)
+class DenseOptions:
+    """The dense baseline has no option."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to get a mask: its kind, its options class and whether it needs data."""
+
+    name: str
+    kind: str
+    options_class: type
+    needs_data: bool
+
+    def options(self, **kwargs):
+        """The checked options; an unknown name is an error listing the known ones."""
+        return build(self.options_class, **kwargs)
+
+    def mask(self, model: nn.Module, options, material: Sequence | None, sparsity: float,
+             seed: int) -> masks.Mask | None:
+        """The mask of this method for ``model`` (None for the dense baseline)."""
+        if self.kind == "dense":
+            return None
+        if self.kind == "expander":
+            return expanders.expander_mask(model, self.name.removeprefix(EXPANDER_PREFIX),
+                                           density=1 - sparsity, seed=seed, options=options)
+        return prune.prune_at_init(model, self.name, material, sparsity, seed=seed,
+                                   options=options)
+
+
+METHODS: Registry[Method] = Registry("method")
+METHODS.add("dense", Method("dense", "dense", DenseOptions, needs_data=False))
+for _name in criteria.CRITERIA.names():
+    _crit = criteria.CRITERIA.get(_name)
+    METHODS.add(_name, Method(_name, "criterion", _crit.options_class, _crit.needs_data))
+for _name in expanders.GENERATORS.names():
+    METHODS.add(EXPANDER_PREFIX + _name, Method(EXPANDER_PREFIX + _name, "expander",
+                                                expanders.ExpanderOptions, needs_data=False))
+
