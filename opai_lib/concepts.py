@@ -44,6 +44,7 @@ from opai_lib import models
 from opai_lib.config import check_integer, check_types, param, require
 
 CACHE_FORMAT = 1  # part of every cache key: bump when what is stored changes
+TESTS = ("null", "ttest", "none")  # what a concept must pass, see Concept.significant
 
 
 # ---------------------------------------------------------------------------------------
@@ -579,6 +580,7 @@ def class_images(data: data_mod.ImageSet, label: int, settings: ACESettings, see
 def discover_class(clf: Classifier, data: data_mod.ImageSet, label: int, bank: RandomBank,
                    settings: ACESettings, seed: int, split: int = 0) -> ClassConcepts:
     """ACE for one class against a prepared random bank."""
+    check_discovery(data, [label], settings, seed, split, clf)
     t = {}
     tcav_idx, disc_idx = class_images(data, label, settings, seed, split)
     t0 = time.perf_counter()
@@ -660,11 +662,18 @@ class ConceptSet:
     def top(self, label: int, n: int = 5, test: str = "null") -> list[Concept]:
         """The ``n`` highest-ranked concepts of ``label`` that pass ``test``
         ('null', 'ttest' or 'none')."""
-        if label not in self.classes:
-            raise ValueError(f"no concepts discovered for class {label}; have "
-                             f"{sorted(self.classes)}")
+        self.check_label(label)
+        check_integer("n", n, 1)
+        if test not in TESTS:
+            raise ValueError(f"test must be one of {TESTS}, got {test!r}")
         return [c for c in self.classes[label].concepts
                 if c.significant(test, self.settings)][:n]
+
+    def check_label(self, label) -> None:
+        """A ValueError unless concepts of class ``label`` were discovered."""
+        if label not in self.classes:
+            raise ValueError(f"no concepts discovered for class {label!r}; have "
+                             f"{sorted(self.classes)}")
 
     def false_positive_rates(self) -> dict[int, dict[str, float]]:
         return {k: false_positive_rates(c.null_means, c.null_ttest_p, self.settings)
@@ -680,6 +689,58 @@ class ConceptSet:
         return total
 
 
+def _check_image_set(data) -> None:
+    if not isinstance(data, data_mod.ImageSet):
+        raise ValueError("discovery needs an in-memory ImageSet (load_dataset of cifar10, "
+                         f"cifar100 or synthetic), got {type(data).__name__}")
+
+
+def check_discovery(data: data_mod.ImageSet, classes, settings: ACESettings | None, seed: int,
+                    split: int, clf: Classifier | None = None
+                    ) -> tuple[list[int], ACESettings]:
+    """Every argument of a discovery checked before any compute (a default classifier's
+    training, gradients, segmentation), so a bad one fails in milliseconds, not minutes.
+    Returns the classes as a list and the settings (the image size's default if None)."""
+    _check_image_set(data)
+    settings = settings or ACESettings.for_image_size(data.images.shape[1])
+    if not isinstance(settings, ACESettings):
+        raise ValueError(f"settings must be an ACESettings, got {type(settings).__name__}")
+    classes = list(range(data.num_classes)) if classes is None else classes
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise ValueError(f"classes must be a list of class indices, got {classes!r}")
+    classes = list(classes)
+    if not classes or any(isinstance(k, bool) or not isinstance(k, int)
+                          or not 0 <= k < data.num_classes for k in classes):
+        raise ValueError(f"classes must be class indices in 0..{data.num_classes - 1}, "
+                         f"got {classes}")
+    check_integer("seed", seed, 0)
+    check_integer("split", split, 0)
+    counts = torch.bincount(data.labels, minlength=data.num_classes)
+    need = settings.tcav_images + (split + 1) * settings.discovery_images
+    small = min(classes, key=lambda k: int(counts[k]))
+    if counts[small] < need:
+        raise ValueError(f"every class needs {need} images (tcav_images + (split + 1) * "
+                         f"discovery_images); class {small} has only {int(counts[small])}")
+    # The random bank draws distinct images outside every class's TCAV images.
+    pool = len(data) - int(counts.clamp(max=settings.tcav_images).sum())
+    bank = settings.concept_size * max(settings.num_negatives + 1, settings.num_null)
+    if bank > pool:
+        raise ValueError(
+            f"the random bank needs {bank} images (concept_size * max(num_negatives + 1, "
+            f"num_null)) outside the TCAV images; the dataset has {pool}")
+    if clf is not None:
+        if not isinstance(clf, Classifier):
+            raise ValueError(f"clf must be a Classifier, got {type(clf).__name__}")
+        channels, outputs = models.io_sizes(clf.model)
+        if channels is not None and data.images.shape[3] != channels:
+            raise ValueError(f"images have {data.images.shape[3]} channels; classifier "
+                             f"{clf.name!r} takes {channels}")
+        if outputs is not None and max(classes) >= outputs:
+            raise ValueError(f"class {max(classes)} has no logit: classifier {clf.name!r} has "
+                             f"{outputs} outputs; allowed classes: 0..{outputs - 1}")
+    return classes, settings
+
+
 def discover(clf: Classifier, data: data_mod.ImageSet, classes=None,
              settings: ACESettings | None = None, seed: int = 0, split: int = 0,
              use_cache: bool = True) -> ConceptSet:
@@ -689,23 +750,7 @@ def discover(clf: Classifier, data: data_mod.ImageSet, classes=None,
     images and labels, ``settings``, ``seed`` and ``split`` (which disjoint block of
     discovery images; the TCAV images and the random bank are shared across splits).
     """
-    settings = settings or ACESettings.for_image_size(data.images.shape[1])
-    if not isinstance(settings, ACESettings):
-        raise ValueError(f"settings must be an ACESettings, got {type(settings).__name__}")
-    if not isinstance(data, data_mod.ImageSet):
-        raise ValueError("discover needs an in-memory ImageSet (load_dataset of cifar10, "
-                         f"cifar100 or synthetic), got {type(data).__name__}")
-    classes = list(range(data.num_classes)) if classes is None else list(classes)
-    if not classes or any(not isinstance(k, int) or not 0 <= k < data.num_classes
-                          for k in classes):
-        raise ValueError(f"classes must be class indices in 0..{data.num_classes - 1}, "
-                         f"got {classes}")
-    check_integer("split", split, 0)
-    counts = torch.bincount(data.labels, minlength=data.num_classes)
-    need = settings.tcav_images + (split + 1) * settings.discovery_images
-    if counts[classes].min() < need:
-        raise ValueError(f"every class needs {need} images (tcav_images + (split + 1) * "
-                         f"discovery_images); the smallest has {int(counts[classes].min())}")
+    classes, settings = check_discovery(data, classes, settings, seed, split, clf)
     tcav_all = np.concatenate([class_images(data, k, settings, seed, 0)[0]
                                for k in range(data.num_classes)])
     base = fingerprint(clf.name if clf.fixed else clf.model, clf.layer,
@@ -754,6 +799,8 @@ def stability(splits: list[ConceptSet], label: int, n: int = 5, test: str = "nul
     """
     if len(splits) < 2:
         raise ValueError(f"stability needs at least 2 concept sets, got {len(splits)}")
+    for found in splits:
+        found.top(label, n, test)  # checks label, n and test
     hits, chance, cosines = [], [], []
     for a in splits:
         for b in splits:
@@ -791,9 +838,10 @@ def classifier_agreement(clf: Classifier, found: ConceptSet, label: int, n: int 
                          test: str = "null") -> list[dict[str, float]]:
     """How often the classifier itself assigns a top concept's members to ``label``: as
     full-size patches (the DOP material) and as resized crops (what ACE clusters)."""
+    top = found.top(label, n, test)  # checks label, n and test first
     cc = found.classes[label]
     rows = []
-    for concept in found.top(label, n, test):
+    for concept in top:
         segs = cc.segments.subset(concept.members)
         row = {}
         for kind, images in [("patch", patches(segs, found.mean)),
@@ -844,5 +892,7 @@ def default_settings(data: data_mod.ImageSet) -> ACESettings:
 def discover_default(data: data_mod.ImageSet, classes=None, seed: int = 0, split: int = 0
                      ) -> ConceptSet:
     """``discover`` with the dataset's default classifier and settings (cached)."""
-    return discover(default_classifier(data), data, classes, default_settings(data), seed,
-                    split)
+    _check_image_set(data)
+    settings = default_settings(data)
+    classes, _ = check_discovery(data, classes, settings, seed, split)
+    return discover(default_classifier(data), data, classes, settings, seed, split)

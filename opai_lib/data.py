@@ -6,7 +6,8 @@ per-image PIL work in the training loop. ImageNet is a folder read by torchvisio
 
 Where CIFAR-10 comes from, in order: ``$OPAI_DATA_DIR`` when it is set (and then only
 there); otherwise the offline copy "CIFAR-10 (JPEG q75)" in ``../shared/data``; otherwise
-torchvision's download. ``data/README.md`` gives every source with its checksum and licence.
+torchvision's download. An ``OPAI_*`` folder variable set to an empty string is an error,
+not "unset". ``data/README.md`` gives every source with its checksum and licence.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from opai_lib.config import check_integer
 from opai_lib.registry import Registry
+from opai_lib.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,22 @@ class DataUnavailable(FileNotFoundError):
 # Locations.
 
 
+def env_dir(variable: str) -> Path | None:
+    """The folder ``$variable`` names, None when unset; set but empty is an error, because
+    a set variable means "that folder only" and an empty one names no folder."""
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(f"environment variable {variable} is set but empty ({value!r}); "
+                         "set it to a folder or unset it")
+    return Path(value)
+
+
 def shared_data_dir() -> Path:
     """``$OPAI_SHARED_DATA``, else the nearest ``shared/data`` beside the project or above it."""
-    if os.environ.get("OPAI_SHARED_DATA"):
-        return Path(os.environ["OPAI_SHARED_DATA"])
+    if (shared := env_dir("OPAI_SHARED_DATA")) is not None:
+        return shared
     for parent in PROJECT_ROOT.parents:
         if (parent / "shared" / "data").is_dir():
             return parent / "shared" / "data"
@@ -57,7 +72,7 @@ def shared_data_dir() -> Path:
 
 def cache_dir() -> Path:
     """Decoded arrays and downloads: ``$OPAI_CACHE_DIR`` or ``data/cache`` (git-ignored)."""
-    path = Path(os.environ.get("OPAI_CACHE_DIR") or PROJECT_ROOT / "data" / "cache")
+    path = env_dir("OPAI_CACHE_DIR") or PROJECT_ROOT / "data" / "cache"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -106,13 +121,32 @@ class ImageSet:
                         self.mean, self.std)
 
 
-def balanced_indices(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
-    """``per_class`` distinct indices of every class, drawn with ``seed``, grouped by class."""
-    classes = torch.unique(labels)
-    counts = torch.bincount(labels)[classes]
-    if per_class < 1 or per_class > counts.min():
-        raise ValueError(f"per_class must be in 1..{int(counts.min())} (the smallest class), "
-                         f"got {per_class}")
+def balanced_indices(labels: torch.Tensor, per_class: int, seed: int,
+                     num_classes: int | None = None) -> torch.Tensor:
+    """``per_class`` distinct indices of every class, drawn with ``seed``, grouped by class.
+
+    The classes are those in ``labels``, or 0..num_classes-1 when it is given (a class
+    with no image is then an error rather than silently left out).
+    """
+    check_integer("per_class", per_class, 1)
+    if num_classes is not None:
+        check_integer("num_classes", num_classes, 1)
+    if labels.ndim != 1 or labels.is_floating_point() or (len(labels) and labels.min() < 0):
+        raise ValueError("labels must be a 1-d tensor of class indices >= 0")
+    present = torch.bincount(labels, minlength=num_classes or 0)
+    if num_classes is None:
+        classes = torch.nonzero(present).flatten()
+    else:
+        if len(present) > num_classes:
+            raise ValueError(f"labels must be in 0..{num_classes - 1}, got {len(present) - 1}")
+        classes = torch.arange(num_classes)
+    if not len(classes):
+        raise ValueError("labels hold no image to draw from")
+    counts = present[classes]
+    smallest = int(counts.argmin())
+    if per_class > counts[smallest]:
+        raise ValueError(f"per_class = {per_class}, but class {int(classes[smallest])} has only "
+                         f"{int(counts[smallest])} images; allowed: 1..{int(counts[smallest])}")
     g = torch.Generator().manual_seed(seed)
     picks = []
     for c in classes:
@@ -186,7 +220,8 @@ def _decode_jpeg_tar(tar_path: Path, train: bool) -> ImageSet:
 
 
 def _cached(key: str, build) -> ImageSet:
-    """Build an ImageSet once and keep its tensors in the cache directory."""
+    """Build an ImageSet once and keep its tensors in the cache directory (written
+    atomically: concurrent builders never share a temporary file)."""
     path = cache_dir() / f"{key}.pt"
     if path.exists():
         try:
@@ -195,9 +230,7 @@ def _cached(key: str, build) -> ImageSet:
             raise ValueError(f"corrupt cache file {path} ({err}); delete it and rerun") from err
         return ImageSet(**d)
     data = build()
-    tmp = path.with_suffix(".tmp")
-    torch.save(vars(data), tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(vars(data), tmp))
     return data
 
 
@@ -210,8 +243,8 @@ def _find_jpeg_tar(folder: Path) -> Path | None:
 
 
 def _load_cifar(hundred: bool, train: bool, download: bool) -> ImageSet:
-    user_dir = os.environ.get("OPAI_DATA_DIR")
-    root = Path(user_dir) if user_dir else cache_dir() / "torchvision"
+    user_dir = env_dir("OPAI_DATA_DIR")
+    root = user_dir if user_dir else cache_dir() / "torchvision"
     folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     tar = None if hundred else _find_jpeg_tar(root if user_dir else shared_data_dir())
     tried = [str(folder)] + ([] if hundred else [str(root if user_dir else shared_data_dir())])
@@ -229,7 +262,11 @@ def _load_cifar(hundred: bool, train: bool, download: bool) -> ImageSet:
     return _cifar_from_pickles(root, hundred, train)
 
 
-def synthetic(train: bool, num_classes: int = 10, per_class: int = 64, size: int = 32,
+SYNTHETIC_PER_CLASS = 64  # images per class of the registered synthetic set
+
+
+def synthetic(train: bool, num_classes: int = 10, per_class: int = SYNTHETIC_PER_CLASS,
+              size: int = 32,
               seed: int = 0) -> ImageSet:
     """A learnable toy set: each class is a fixed smooth colour pattern plus pixel noise."""
     g = torch.Generator().manual_seed(seed)
@@ -266,8 +303,13 @@ class ImageFolderSet:
 
 
 def _imagenet(train: bool, download: bool) -> ImageFolderSet:
-    root = Path(os.environ.get("OPAI_IMAGENET_DIR") or Path(os.environ.get("OPAI_DATA_DIR", ""))
-                / "imagenet")
+    root = env_dir("OPAI_IMAGENET_DIR")
+    if root is None and (user_dir := env_dir("OPAI_DATA_DIR")) is not None:
+        root = user_dir / "imagenet"
+    if root is None:
+        raise DataUnavailable("no ImageNet folder: set OPAI_IMAGENET_DIR to a folder with "
+                              "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (or put it in "
+                              "$OPAI_DATA_DIR/imagenet)")
     split = root / ("train" if train else "val")
     if not split.is_dir():
         raise DataUnavailable(f"ImageNet folder {split} not found (ImageNet cannot be downloaded "
@@ -281,6 +323,22 @@ DATASETS.add("cifar10", lambda train, download: _load_cifar(False, train, downlo
 DATASETS.add("cifar100", lambda train, download: _load_cifar(True, train, download))
 DATASETS.add("synthetic", lambda train, download: synthetic(train))
 DATASETS.add("imagenet", _imagenet)
+
+# Images per class of each registered dataset, (train, test), known without reading it;
+# None where only reading the data tells (ImageNet's classes differ in size).
+PER_CLASS: dict[str, tuple[int, int] | None] = {
+    "cifar10": (5000, 1000), "cifar100": (500, 100),
+    "synthetic": (SYNTHETIC_PER_CLASS, SYNTHETIC_PER_CLASS), "imagenet": None}
+
+
+def max_per_class(dataset: str, split: str) -> int | None:
+    """Images per class of the ``split`` ("train" or "test") of ``dataset``, the most a
+    class-balanced subset can draw; None when unknown until the data is read."""
+    DATASETS.get(dataset)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    counts = PER_CLASS[dataset]
+    return None if counts is None else counts[split == "test"]
 
 
 def load_dataset(name: str, split: str = "train", download: bool = True):

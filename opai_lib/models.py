@@ -7,6 +7,7 @@ only place that decides which tensors a criterion may score and a mask may zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from opai_lib.config import check_integer
+from opai_lib.config import check_integer, check_parameter
 from opai_lib.registry import Registry
 
 # ---------------------------------------------------------------------------------------
@@ -178,9 +179,11 @@ MODELS.add("imagenet_resnet50", _torchvision("resnet50"))
 def get_model(name: str, num_classes: int = 10, width: float = 1.0, seed: int = 0) -> nn.Module:
     """Build model ``name`` with weights drawn from ``seed`` (the global RNG is untouched)."""
     builder = MODELS.get(name)
-    if not (isinstance(width, (int, float)) and width > 0):
-        raise ValueError(f"width must be a positive number, got {width!r}")
+    check_parameter(isinstance(width, (int, float)) and not isinstance(width, bool)
+                    and math.isfinite(width) and width > 0, "width", width,
+                    "a finite number > 0 (the width multiplier)")
     check_integer("num_classes", num_classes, 2)
+    check_integer("seed", seed, 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = builder(num_classes, float(width))
@@ -245,3 +248,15 @@ def prunable(model: nn.Module, first_layer: bool = True, last_layer: bool = True
         raise ValueError(f"{type(model).__name__} has no convolution or linear layer to prune")
     keep = set(names[int(not first_layer): len(names) - int(not last_layer)])
     return {n: p for n, p in model.named_parameters() if n in keep}
+
+
+def io_sizes(model: nn.Module) -> tuple[int | None, int | None]:
+    """(input channels of the first convolution, outputs of the last linear layer), found
+    from the modules so inputs and labels can be checked before any compute; None where the
+    model has no such layer (or a lazy one)."""
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    channels = convs[0].in_channels if convs and convs[0].in_channels else None
+    outputs = linears[-1].out_features if linears and linears[-1].out_features else None
+    return channels, outputs
+

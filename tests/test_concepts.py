@@ -264,6 +264,70 @@ def test_discover_validates_before_compute(synthetic_concepts):
         C.discover(clf, train_set, [0], C.ACESettings(**{**TINY, "discovery_images": 64}))
 
 
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Every expensive step of discovery raises: a ValueError proves the check came first."""
+    def computed(*args, **kwargs):
+        raise RuntimeError("computed")
+
+    for step in ("class_gradients", "segment_images", "build_random_bank", "activations",
+                 "default_classifier"):
+        monkeypatch.setattr(C, step, computed)
+
+
+ARGUMENT_ERRORS = [
+    (dict(classes=[10]), r"classes must be class indices in 0\.\.9, got \[10\]"),
+    (dict(classes=[-1]), r"classes must be class indices in 0\.\.9"),
+    (dict(classes=[1.0]), "classes must be class indices"),
+    (dict(classes=[True]), "classes must be class indices"),
+    (dict(classes=[]), "classes must be class indices"),
+    (dict(classes=3), "classes must be a list of class indices, got 3"),
+    (dict(seed=1.5), "seed must be an integer >= 0, got 1.5"),
+    (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+    (dict(split=-1), "split must be an integer >= 0, got -1"),
+    (dict(split=7), r"every class needs \d+ images .*; class 0 has only 64"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), ARGUMENT_ERRORS + [
+    (dict(settings=C.ACESettings(**{**TINY, "concept_size": 40, "num_null": 20})),
+     r"random bank needs 800 images .* the dataset has 560"),
+    (dict(settings=C.ACESettings(**{**TINY, "num_negatives": 99})),
+     r"random bank needs 600 images .* the dataset has 560"),
+])
+def test_every_discovery_argument_is_checked_before_compute(kwargs, message, no_compute):
+    train = data.synthetic(train=True)
+    clf = C.Classifier(models.get_model("tiny", seed=0).eval(), "bn1", NORM, "tiny")
+    args = dict(classes=[0], settings=C.ACESettings(**TINY), seed=0, split=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        C.discover(clf, train, **args)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), ARGUMENT_ERRORS)
+def test_discover_default_checks_before_training_its_classifier(kwargs, message, no_compute):
+    with pytest.raises(ValueError, match=message):
+        C.discover_default(data.synthetic(train=True), **kwargs)
+
+
+def test_classifier_must_fit_the_images_and_classes(no_compute):
+    train = data.synthetic(train=True)
+    settings = C.ACESettings(**TINY)
+    five = C.Classifier(models.get_model("tiny", num_classes=5).eval(), "bn1", NORM, "five")
+    with pytest.raises(ValueError, match=r"class 7 has no logit: classifier 'five' has 5 "
+                                         r"outputs; allowed classes: 0\.\.4"):
+        C.discover(five, train, [0, 7], settings)
+    gray = C.Classifier(models.TinyConvNet(in_channels=1).eval(), "bn1", NORM, "gray")
+    with pytest.raises(ValueError, match="images have 3 channels; classifier 'gray' takes 1"):
+        C.discover(gray, train, [0], settings)
+    with pytest.raises(ValueError, match="discovery needs an in-memory ImageSet"):
+        C.discover(five, "train", [0], settings)
+    with pytest.raises(ValueError, match="discovery needs an in-memory ImageSet"):
+        C.discover_default("train")
+    with pytest.raises(ValueError, match=r"classes must be class indices in 0\.\.9"):
+        C.discover_class(five, train, 12, None, settings, seed=0)
+
+
 def fake_concept(label, direction, mean_tcav=0.5):
     return C.Concept(label, torch.arange(3), torch.zeros(2), torch.tensor(direction),
                      torch.full((4,), mean_tcav), 0.8, 0.5, 0.5)
@@ -293,3 +357,15 @@ def test_stability_finds_the_same_top_concepts():
     c = fake_set({0: [[0.0, 0.0, 1.0], [0.1, 0.0, 0.99], [0.99, 0.1, 0.0]]})
     moved = C.stability([a, c], 0, n=2, test="none")
     assert moved["agreement"] == 0.0  # the top concepts of a are the last one of c
+
+
+def test_concept_set_queries_check_label_n_and_test_first():
+    found = fake_set({0: [[1.0, 0.0]], 1: []})
+    for call in (lambda: found.top(3), lambda: C.stability([found, found], 3),
+                 lambda: C.classifier_agreement(None, found, 3)):
+        with pytest.raises(ValueError, match=r"no concepts discovered for class 3; have \[0, 1\]"):
+            call()
+    with pytest.raises(ValueError, match="test must be one of .*, got 'nul'"):
+        found.top(1, 5, "nul")  # class 1 has no concept: nothing else would notice
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
+        found.top(0, 0)

@@ -25,8 +25,40 @@ def test_balanced_indices_draws_k_distinct_per_class():
     assert torch.bincount(labels[idx]).tolist() == [7] * 5
     assert torch.equal(idx, data.balanced_indices(labels, 7, seed=1))
     assert not torch.equal(idx, data.balanced_indices(labels, 7, seed=2))
-    with pytest.raises(ValueError, match="per_class must be in 1..20"):
+    with pytest.raises(ValueError, match="per_class = 21, but class 0 has only 20 images"):
         data.balanced_indices(labels, 21, seed=0)
+
+
+def test_balanced_indices_names_the_class_too_small():
+    labels = torch.cat([torch.arange(4).repeat_interleave(10), torch.full((3,), 4)])
+    with pytest.raises(ValueError, match=r"per_class = 5, but class 4 has only 3 images; "
+                                         r"allowed: 1\.\.3"):
+        data.balanced_indices(labels, 5, seed=0)
+    # with num_classes, a class with no image at all is named, not silently left out
+    with pytest.raises(ValueError, match="per_class = 2, but class 5 has only 0 images"):
+        data.balanced_indices(labels, 2, seed=0, num_classes=6)
+    with pytest.raises(ValueError, match=r"labels must be in 0\.\.2, got 4"):
+        data.balanced_indices(labels, 2, seed=0, num_classes=3)
+    with pytest.raises(ValueError, match="per_class must be an integer >= 1, got 2.5"):
+        data.balanced_indices(labels, 2.5, seed=0)
+    assert torch.equal(data.balanced_indices(labels, 3, seed=0, num_classes=5),
+                       data.balanced_indices(labels, 3, seed=0))
+
+
+def test_max_per_class_of_every_registered_dataset():
+    assert set(data.PER_CLASS) == set(data.DATASETS.names())
+    assert data.max_per_class("cifar10", "train") == 5000
+    assert data.max_per_class("cifar10", "test") == 1000
+    assert data.max_per_class("cifar100", "train") == 500
+    assert data.max_per_class("cifar100", "test") == 100
+    assert data.max_per_class("imagenet", "train") is None
+    for split in ("train", "test"):
+        labels = data.load_dataset("synthetic", split).labels
+        assert torch.bincount(labels).tolist() == [data.max_per_class("synthetic", split)] * 10
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        data.max_per_class("mnist", "train")
+    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
+        data.max_per_class("cifar10", "val")
 
 
 def test_crop_flip_gives_a_window_of_the_padded_image():
@@ -197,6 +229,49 @@ def test_corrupt_cache_is_reported(tmp_path, monkeypatch):
     (tmp_path / "broken.pt").write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="corrupt cache file"):
         data._cached("broken", lambda: None)
+
+
+def test_cache_is_written_atomically_with_a_name_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPAI_CACHE_DIR", str(tmp_path))
+    (tmp_path / "toy.tmp").mkdir()  # the old shared temporary name, taken by another writer
+    built = data.synthetic(True, per_class=2)
+    got = data._cached("toy", lambda: built)
+    assert torch.equal(got.images, built.images)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.pt", "toy.tmp"]
+    again = data._cached("toy", lambda: None)  # read back, not rebuilt
+    assert torch.equal(again.images, built.images) and again.classes == built.classes
+
+
+@pytest.mark.parametrize("variable", ["OPAI_DATA_DIR", "OPAI_IMAGENET_DIR"])
+def test_set_but_empty_data_variable_is_an_error(variable, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPAI_SHARED_DATA", str(tmp_path))  # no shared copy to fall back on
+    monkeypatch.delenv("OPAI_DATA_DIR", raising=False)
+    monkeypatch.delenv("OPAI_IMAGENET_DIR", raising=False)
+    monkeypatch.setenv(variable, "")
+    name = "cifar10" if variable == "OPAI_DATA_DIR" else "imagenet"
+    with pytest.raises(ValueError, match=f"{variable} is set but empty"):
+        data.load_dataset(name, "train", download=False)
+
+
+def test_every_opai_folder_variable_treats_empty_the_same(monkeypatch):
+    monkeypatch.setenv("OPAI_CACHE_DIR", "")
+    with pytest.raises(ValueError, match="OPAI_CACHE_DIR is set but empty"):
+        data.cache_dir()
+    monkeypatch.setenv("OPAI_SHARED_DATA", " ")
+    with pytest.raises(ValueError, match="OPAI_SHARED_DATA is set but empty"):
+        data.shared_data_dir()
+    monkeypatch.delenv("OPAI_SHARED_DATA")
+    assert data.shared_data_dir().name == "data"
+
+
+def test_imagenet_without_any_folder_variable_says_what_to_set(tmp_path, monkeypatch):
+    for split in ("train", "val"):
+        (tmp_path / "imagenet" / split / "n01").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # an "imagenet" folder here is not a source
+    monkeypatch.delenv("OPAI_IMAGENET_DIR", raising=False)
+    monkeypatch.delenv("OPAI_DATA_DIR", raising=False)
+    with pytest.raises(data.DataUnavailable, match="no ImageNet folder: set OPAI_IMAGENET_DIR"):
+        data.load_dataset("imagenet", "train")
 
 
 def test_imagenet_folder(tmp_path, monkeypatch):

@@ -23,8 +23,37 @@ def test_imagenet_model():
 def test_registry_errors_name_the_choices():
     with pytest.raises(ValueError, match="unknown model 'resnet21'; choose one of .*resnet20"):
         models.get_model("resnet21")
-    with pytest.raises(ValueError, match="width must be a positive number"):
+    with pytest.raises(ValueError, match="width = 0; allowed: a finite number > 0"):
         models.get_model("resnet20", width=0)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(width=0.0), r"width = 0.0; allowed: a finite number > 0"),
+    (dict(width=-0.5), r"width = -0.5; allowed"),
+    (dict(width=True), r"width = True; allowed"),
+    (dict(width=float("inf")), r"width = inf; allowed"),
+    (dict(width="1"), r"width = '1'; allowed"),
+    (dict(seed=1.5), r"seed must be an integer >= 0, got 1.5"),
+    (dict(seed=True), r"seed must be an integer >= 0, got True"),
+    (dict(seed=-1), r"seed must be an integer >= 0, got -1"),
+    (dict(num_classes=0), r"num_classes must be an integer >= 2, got 0"),
+    (dict(num_classes=10.0), r"num_classes must be an integer >= 2, got 10.0"),
+])
+def test_get_model_checks_its_arguments_before_building(kwargs, message, monkeypatch):
+    def build(*args):
+        raise RuntimeError("built")  # a ValueError proves the check came first
+
+    monkeypatch.setitem(models.MODELS._items, "exploding", build)
+    with pytest.raises(ValueError, match=message):
+        models.get_model("exploding", **kwargs)
+
+
+def test_io_sizes_are_found_from_the_modules():
+    assert models.io_sizes(models.get_model("resnet20", num_classes=7, width=0.25)) == (3, 7)
+    assert models.io_sizes(models.TinyConvNet(5, in_channels=1)) == (1, 5)
+    assert models.io_sizes(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))) \
+        == (None, 3)
+    assert models.io_sizes(torch.nn.Sequential(torch.nn.ReLU())) == (None, None)
 
 
 def test_seed_fixes_the_weights_and_leaves_global_rng_alone():
