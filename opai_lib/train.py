@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from opai_lib import masks
 from opai_lib.config import Recipe
+from opai_lib.store import atomic_write, read_torch
 
 
 def default_device() -> torch.device:
@@ -91,11 +92,7 @@ def evaluate(model: nn.Module, batches, device=None, precision: str = "fp32") ->
 
 def save_checkpoint(path: Path, **state) -> None:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_weights(model: nn.Module, state_dict: dict) -> None:
@@ -127,8 +124,9 @@ def train(model: nn.Module, train_batches, recipe: Recipe, eval_batches=None,
     scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
 
     history, start = [], 0
-    if checkpoint and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device)
+    # a damaged checkpoint is moved aside with a warning, and training starts over
+    state = read_torch(checkpoint, map_location=device) if checkpoint else None
+    if state is not None:
         if state["recipe"] != dataclasses.asdict(recipe):
             raise ValueError(f"checkpoint {checkpoint} was written with another recipe: "
                              f"{state['recipe']}; delete it or use that recipe")
