@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from opai_lib.config import check_integer
 from opai_lib.registry import Registry
-from opai_lib.store import atomic_write
+from opai_lib.store import atomic_write, read_torch
 
 log = logging.getLogger(__name__)
 
@@ -220,14 +220,11 @@ def _decode_jpeg_tar(tar_path: Path, train: bool) -> ImageSet:
 
 
 def _cached(key: str, build) -> ImageSet:
-    """Build an ImageSet once and keep its tensors in the cache directory (written
-    atomically: concurrent builders never share a temporary file)."""
+    """Build an ImageSet once and keep its tensors in the cache directory; written
+    atomically (concurrent builders never share a temporary file), and a damaged file is
+    moved aside with a warning and rebuilt (``store.read_torch``)."""
     path = cache_dir() / f"{key}.pt"
-    if path.exists():
-        try:
-            d = torch.load(path)
-        except Exception as err:
-            raise ValueError(f"corrupt cache file {path} ({err}); delete it and rerun") from err
+    if (d := read_torch(path)) is not None:
         return ImageSet(**d)
     data = build()
     atomic_write(path, lambda tmp: torch.save(vars(data), tmp))

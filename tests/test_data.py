@@ -224,11 +224,16 @@ def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
         data.load_dataset("cifar100", "train")
 
 
-def test_corrupt_cache_is_reported(tmp_path, monkeypatch):
+def test_corrupt_cache_is_moved_aside_and_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("OPAI_CACHE_DIR", str(tmp_path))
     (tmp_path / "broken.pt").write_bytes(b"not a tensor file")
-    with pytest.raises(ValueError, match="corrupt cache file"):
-        data._cached("broken", lambda: None)
+    built = data.synthetic(True, per_class=2)
+    with pytest.warns(UserWarning, match=r"broken\.pt is unreadable.*moved aside"):
+        got = data._cached("broken", lambda: built)
+    assert torch.equal(got.images, built.images)
+    assert torch.equal(data._cached("broken", lambda: None).labels, built.labels)
+    aside = [p.name for p in tmp_path.glob("broken.pt.corrupt-*")]
+    assert len(aside) == 1 and (tmp_path / aside[0]).read_bytes() == b"not a tensor file"
 
 
 def test_cache_is_written_atomically_with_a_name_of_its_own(tmp_path, monkeypatch):
