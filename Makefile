@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= cpu
 NOTEBOOKS := $(wildcard notebooks/*.py)
-EXECUTED := $(patsubst notebooks/%.py,book/%.ipynb,$(NOTEBOOKS))
 MATHJAX := book/_mathjax/mathjax/tex-chtml.js
 
-.PHONY: book html test nb lint clean install mathjax
+N ?= 3
+
+.PHONY: book html test nb lint clean install mathjax verify record
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -23,7 +24,9 @@ $(MATHJAX):
 	cp -r $(VENV)/npm/node_modules/mathjax/es5/. book/_mathjax/mathjax/
 
 # Execute every notebook on profile $(PROFILE) (default: cpu), then build the HTML book.
-book: $(EXECUTED)
+# Runs already in the published record (book/record/cpu) are read back, not recomputed.
+book: install
+	for nb in $(patsubst notebooks/%.py,%,$(NOTEBOOKS)); do $(MAKE) nb NB=$$nb || exit 1; done
 	$(MAKE) html
 
 # One notebook: `make nb NB=machinery PROFILE=smoke PARAMS="-y '{seeds: [0, 1, 2]}'"`.
@@ -31,8 +34,19 @@ nb: install
 	$(BIN)/jupytext --to ipynb --output book/$(NB).ipynb notebooks/$(NB).py
 	$(BIN)/papermill book/$(NB).ipynb book/$(NB).ipynb --cwd book -p profile $(PROFILE) $(PARAMS)
 
-book/%.ipynb: notebooks/%.py opai_lib/*.py $(VENV)/.installed
-	$(MAKE) nb NB=$*
+# Re-run N random records of the published record (book/record/cpu) and compare.
+verify: install
+	$(BIN)/python -m opai_lib verify --n $(N)
+
+# Recompute the runs of chapter NB into an empty store (runs/record/NB), then set them
+# beside the published record. Publish by copying the new records into book/record/cpu.
+record: install
+	rm -rf runs/record/$(NB)
+	mkdir -p runs/record/$(NB)
+	$(BIN)/jupytext --to ipynb --output runs/record/$(NB)/$(NB).ipynb notebooks/$(NB).py
+	OPAI_RUNS_DIR=$(CURDIR)/runs/record/$(NB) $(BIN)/papermill runs/record/$(NB)/$(NB).ipynb \
+		runs/record/$(NB)/$(NB).ipynb --cwd book -p profile cpu $(PARAMS)
+	$(BIN)/python -m opai_lib compare runs/record/$(NB)/cpu
 
 html: install mathjax
 	$(BIN)/jupyter-book build book --config $(CURDIR)/_config.yml --toc $(CURDIR)/book/_toc.yml \

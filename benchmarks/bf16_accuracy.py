@@ -18,14 +18,17 @@ def main():
     args = parser.parse_args()
     profile = config.get_profile("cpu")
     print(f"{args.model}, {profile.train_per_class} images/class, recipe {profile.recipe}")
-    for precision in ("fp32", "bf16"):
+    precisions = ("fp32", "bf16") if config.native_bf16() else ("fp32",)
+    if not config.native_bf16():
+        print(f"{config.cpu_model()} has no native bf16 (it would be emulated): fp32 only")
+    for precision in precisions:
         recipe = dataclasses.replace(profile.recipe, precision=precision)
         for seed in args.seeds:
             cfg = study.config_from_profile(profile, model=args.model, seed=seed, recipe=recipe)
             r = study.run(cfg, study.store_dir("benchmarks"))
             train_s = sum(h["seconds"] for h in r["history"])
             print(f"{precision} seed {seed}: test accuracy {100 * r['accuracy']:.2f} %, "
-                  f"training {train_s:.0f} s ({r['hardware']['threads']} threads)")
+                  f"training {train_s:.0f} s ({r['machine']['threads']} threads)")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,30 @@ def build(cls, **kwargs):
     return cls(**kwargs)
 
 
+def _from_json(value, kind):
+    """``value`` read back from JSON as annotation ``kind`` wants it: lists become tuples,
+    dicts become the dataclass the annotation names."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kinds = typing.get_args(kind)
+    else:
+        kinds = (typing.get_origin(kind) or kind,)
+    for k in kinds:
+        if dataclasses.is_dataclass(k) and isinstance(value, dict):
+            return from_dict(k, value)
+        if k is tuple and isinstance(value, list):
+            return tuple(_from_json(v, tuple) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def from_dict(cls, values: dict):
+    """Dataclass ``cls`` from its ``dataclasses.asdict`` read back from JSON (checked as
+    when built; an unknown name is an error)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return build(cls, **{k: _from_json(v, hints[k]) if k in fields else v
+                         for k, v in values.items()})
+
+
 def require(condition: bool, obj, name: str, allowed: str) -> None:
     """A field check of dataclass ``obj``; the error names the field, value and rule."""
     check_parameter(condition, f"{type(obj).__name__}.{name}", getattr(obj, name), allowed)

@@ -7,6 +7,7 @@ only place that decides which tensors a criterion may score and a mask may zero.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -260,3 +261,25 @@ def io_sizes(model: nn.Module) -> tuple[int | None, int | None]:
     outputs = linears[-1].out_features if linears and linears[-1].out_features else None
     return channels, outputs
 
+
+@torch.no_grad()
+def stages(model: nn.Module, image_size: int = 32) -> dict[str, str]:
+    """The stage of every prunable tensor: ``stage<k>`` for the k-th feature-map resolution
+    (largest first; a ResNet's stem joins its first stage, a strided block the stage it
+    produces), ``head`` for linear layers. Found by one forward pass of a zero image on a
+    copy, so it holds for any convolutional net."""
+    net = copy.deepcopy(model).eval()
+    sizes: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: sizes.__setitem__(n, out.shape[-1]))
+             for n, m in net.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    channels = io_sizes(net)[0] or 3
+    param = next(net.parameters())
+    net(torch.zeros(1, channels, image_size, image_size, dtype=param.dtype, device=param.device))
+    for h in hooks:
+        h.remove()
+    order = sorted(set(sizes.values()), reverse=True)
+    out = {}
+    for name in prunable(model):
+        module = name.removesuffix(".weight")
+        out[name] = f"stage{order.index(sizes[module]) + 1}" if module in sizes else "head"
+    return out

@@ -26,7 +26,16 @@ import numpy as np
 import torch
 
 from opai_lib import data, masks, models
-from opai_lib.config import Profile, Recipe, check_types, cpu_model, native_bf16, param, require
+from opai_lib.config import (
+    Profile,
+    Recipe,
+    check_types,
+    cpu_model,
+    from_dict,
+    native_bf16,
+    param,
+    require,
+)
 from opai_lib.materials import Material
 from opai_lib.methods import METHODS
 from opai_lib.store import Store
@@ -91,6 +100,17 @@ class RunConfig:
         require(method.needs_data or self.material is None, self, "material",
                 f"None: method {self.method!r} reads no data")
         object.__setattr__(self, "recipe", self.recipe.on(self.device))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunConfig:
+        """The config a record's ``config`` field was written from."""
+        values = dict(values)
+        options = values.pop("options", None)
+        cfg = from_dict(cls, values)
+        if options is not None:
+            cfg = dataclasses.replace(
+                cfg, options=from_dict(METHODS.get(cfg.method).options_class, options))
+        return cfg
 
     def key(self) -> str:
         """A short hash of every field (the record's name); tests pin a few."""
@@ -171,7 +191,7 @@ def read_mask(record: dict, store: str | Path | Store) -> masks.Mask | None:
     """The mask a record was trained with (None for a dense run), from its store."""
     if not record["mask_shapes"]:
         return None
-    arrays = _as_store(store).read_arrays(record["key"])
+    arrays = open_store(store).read_arrays(record["key"])
     out = {}
     for name, shape in record["mask_shapes"].items():
         bits = np.unpackbits(arrays[name])[:math.prod(shape)]
@@ -179,7 +199,8 @@ def read_mask(record: dict, store: str | Path | Store) -> masks.Mask | None:
     return out
 
 
-def _as_store(store: str | Path | Store) -> Store:
+def open_store(store: str | Path | Store) -> Store:
+    """A Store from a folder (or the Store itself)."""
     return store if isinstance(store, Store) else Store(store)
 
 
@@ -216,7 +237,7 @@ def _compute(cfg: RunConfig, store: Store) -> tuple[dict, dict | None]:
 
 def run(cfg: RunConfig, store: str | Path | Store) -> dict:
     """The record of ``cfg`` from ``store``, computing it first if it is not there."""
-    store = _as_store(store)
+    store = open_store(store)
     return store.compute(cfg.key(), functools.partial(_compute, cfg, store))
 
 
@@ -236,7 +257,7 @@ def sweep(cfgs: list[RunConfig], store: str | Path | Store, workers: int = 1,
     Independent runs in separate processes use a small CPU better than one process on all
     cores (two single-threaded runs gave 1.3x the throughput of one on two threads).
     """
-    store = _as_store(store)
+    store = open_store(store)
     return store_sweep(store, list(cfgs), _key, functools.partial(_compute, store=store),
                        workers=workers, executor=executor, threads=_threads(workers))
 

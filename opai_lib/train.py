@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from opai_lib import masks
-from opai_lib.config import Recipe
+from opai_lib.config import Recipe, resolve_precision
 from opai_lib.store import atomic_write, read_torch
 
 
@@ -56,10 +56,10 @@ def show_progress() -> bool:
 
 
 def autocast(device: torch.device, precision: str):
+    """Mixed precision as ``precision`` resolves on ``device`` (``config.resolve_precision``)."""
+    precision = resolve_precision(precision, device.type)
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision 'fp16' needs CUDA; use 'bf16' on CPU")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 

@@ -48,8 +48,8 @@ def test_bad_notebook_parameter_fails_before_compute(tmp_path):
         execute(ROOT / "notebooks" / "machinery.py", tmp_path, sparsity="0.9")
     with pytest.raises(papermill.PapermillExecutionError, match="unknown profile 'gpu'"):
         execute(ROOT / "notebooks" / "machinery.py", tmp_path, profile="gpu")
-    with pytest.raises(papermill.PapermillExecutionError, match="on_collapse = 'never'"):
-        execute(ROOT / "notebooks" / "data_matters.py", tmp_path, on_collapse="never")
+    with pytest.raises(papermill.PapermillExecutionError, match="Profile.seeds"):
+        execute(ROOT / "notebooks" / "machinery.py", tmp_path, seeds=[1.5])
 
 
 def test_every_notebook_is_in_the_table_of_contents():

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from opai_lib import data, masks, models
+from opai_lib import config, data, masks, models
 from opai_lib.config import Recipe, get_profile
 from opai_lib.train import evaluate, show_progress, train
 
@@ -134,14 +134,19 @@ def test_resume_from_checkpoint_gives_the_uninterrupted_run(toy, tmp_path):
               device="cpu", progress=False)
 
 
-def test_bf16_autocast_trains(toy):
+def test_bf16_autocast_trains(toy, monkeypatch):
     train_set, _ = toy
     model = models.get_model("tiny", seed=0)
+    monkeypatch.setattr(config, "native_bf16", lambda: True)  # emulated or not: it must train
     hist = train(model, data.batches(train_set, 32, True), Recipe(epochs=2, batch_size=32,
                  lr=0.05, precision="bf16"), device="cpu", progress=False)
     assert math.isfinite(hist[-1]["train_loss"]) and hist[-1]["train_loss"] < hist[0]["train_loss"]
     with pytest.raises(ValueError, match="needs CUDA"):
         train(model, data.batches(train_set, 32, True), Recipe(epochs=1, precision="fp16"),
+              device="cpu", progress=False)
+    monkeypatch.setattr(config, "native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="would be emulated"):
+        train(model, data.batches(train_set, 32, True), Recipe(epochs=1, precision="bf16"),
               device="cpu", progress=False)
 
 

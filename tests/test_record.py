@@ -1,0 +1,72 @@
+"""The published record: configs read back from records, verify and compare."""
+
+import dataclasses
+import json
+
+import pytest
+
+from opai_lib import config, criteria, expanders, record, study
+from opai_lib.__main__ import main
+from opai_lib.materials import Material
+from opai_lib.store import Store
+
+SMOKE = config.get_profile("smoke")
+
+
+@pytest.mark.parametrize("cfg", [
+    study.RunConfig(),
+    study.RunConfig(method="grasp", sparsity=0.9, material=Material("stitch", sigma=0.75)),
+    study.RunConfig(method="expander:rreg", sparsity=0.9,
+                    options=expanders.ExpanderOptions(best_of=3)),
+    study.RunConfig(method="synflow", sparsity=0.9,
+                    options=criteria.SynflowOptions(input_shape=(3, 32, 32))),
+])
+def test_config_reads_back_from_its_json(cfg):
+    back = study.RunConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert back == cfg and back.key() == cfg.key()
+
+
+def _record(accuracy, seed=0, machine=None, mask="m"):
+    return {"key": f"k{seed}", "accuracy": accuracy, "mask_sha256": mask,
+            "config": {"model": "resnet20", "method": "snip", "sparsity": 0.9, "seed": seed},
+            "machine": machine or {"cpu": "A", "capability": "AVX2", "threads": 1,
+                                   "torch": "2", "device": "cpu"}}
+
+
+def test_comparison_verdicts():
+    pub = [_record(0.50, 0), _record(0.54, 1)]
+    spread = record.seed_spread(pub)
+    assert list(spread.values()) == [pytest.approx(0.04 / 2 ** 0.5)]
+    assert record.comparison(pub[0], _record(0.50), spread)["verdict"] == "identical"
+    same = record.comparison(pub[0], _record(0.51), spread)
+    assert same["verdict"] == "DIFFERS on the same machine" and record.failed([same])
+    masked = record.comparison(pub[0], _record(0.50, mask="other"), spread)
+    assert masked["verdict"].startswith("DIFFERS") and not masked["same_mask"]
+    other = record.comparison(pub[0], _record(0.51, machine={"cpu": "B", "threads": 1}), spread)
+    assert other["verdict"].startswith("differs on another machine (+0.0100; seed sd 0.0283")
+    assert not record.failed([other])
+
+
+@pytest.mark.slow
+def test_verify_recomputes_identically_and_catches_a_changed_record(tmp_path):
+    published = Store(tmp_path / "published")
+    cfgs = [study.config_from_profile(SMOKE, model="tiny", method=m, sparsity=s)
+            for m, s in [("dense", 0.0), ("snip", 0.8)]]
+    records = study.sweep(cfgs, published)
+    rows = record.verify(published, n=2, seed=0)
+    assert [r["verdict"] for r in rows] == ["identical", "identical"]
+    assert all(r["same_machine"] and r["same_mask"] for r in rows)
+    assert main(["verify", "--n", "1", "--store", str(published.root)]) == 0
+    # a record edited by hand no longer verifies
+    snip = records[1]
+    published.write(snip["key"], {**snip, "accuracy": snip["accuracy"] + 0.01},
+                    published.read_arrays(snip["key"]))
+    rows = record.verify(published, n=2, seed=0)
+    assert record.failed(rows)
+    assert main(["verify", "--n", "2", "--store", str(published.root)]) == 1
+    # a recomputed store beside the published one
+    fresh = Store(tmp_path / "fresh")
+    study.sweep(cfgs, fresh)
+    verdicts = {r["key"]: r["verdict"] for r in record.compare(fresh, published)}
+    assert verdicts == {records[0]["key"]: "identical",
+                        snip["key"]: "DIFFERS on the same machine"}
