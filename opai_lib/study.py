@@ -50,8 +50,9 @@ def store_dir(profile: str) -> Path:
     """Where a profile's run records live: ``$OPAI_RUNS_DIR/<profile>`` when set; else the
     published record ``book/record/<profile>`` for the cpu profile, ``runs/<profile>``
     (git-ignored) for the others."""
-    if os.environ.get("OPAI_RUNS_DIR"):
-        return Path(os.environ["OPAI_RUNS_DIR"]) / profile
+    runs = data.env_dir("OPAI_RUNS_DIR")
+    if runs is not None:
+        return runs / profile
     if profile in PUBLISHED_PROFILES:
         return RECORD_DIR / profile
     return data.PROJECT_ROOT / "runs" / profile
@@ -245,7 +246,8 @@ def _key(cfg: RunConfig) -> str:
     return cfg.key()
 
 
-def _threads(workers: int) -> int:
+def worker_threads(workers: int) -> int:
+    """Torch threads of each of ``workers`` sweep processes: an equal share of the CPUs."""
     return max(1, (os.cpu_count() or 1) // workers)
 
 
@@ -259,7 +261,7 @@ def sweep(cfgs: list[RunConfig], store: str | Path | Store, workers: int = 1,
     """
     store = open_store(store)
     return store_sweep(store, list(cfgs), _key, functools.partial(_compute, store=store),
-                       workers=workers, executor=executor, threads=_threads(workers))
+                       workers=workers, executor=executor, threads=worker_threads(workers))
 
 
 def _t_half_width(std: float, n: int) -> float:

@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from opai_lib import config, criteria, expanders, record, study
 from opai_lib.__main__ import main
@@ -70,3 +71,19 @@ def test_verify_recomputes_identically_and_catches_a_changed_record(tmp_path):
     verdicts = {r["key"]: r["verdict"] for r in record.compare(fresh, published)}
     assert verdicts == {records[0]["key"]: "identical",
                         snip["key"]: "DIFFERS on the same machine"}
+
+
+@pytest.mark.slow
+def test_sweep_with_one_and_two_workers_gives_the_same_records(tmp_path):
+    cfgs = [study.config_from_profile(SMOKE, model="tiny", method=m, sparsity=s, seed=seed)
+            for m, s in [("dense", 0.0), ("grasp", 0.8), ("expander:rreg", 0.3)]
+            for seed in (0, 1)]
+    torch.set_num_threads(study.worker_threads(2))  # numbers depend on the thread count
+    one = study.sweep(cfgs, tmp_path / "one", workers=1)
+    two = study.sweep(cfgs, tmp_path / "two", workers=2)
+    for a, b in zip(one, two, strict=True):
+        assert a["key"] == b["key"]
+        assert (a["accuracy"], a["loss"], a["mask_sha256"]) == \
+            (b["accuracy"], b["loss"], b["mask_sha256"])
+        assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+        assert a["machine"]["threads"] == b["machine"]["threads"]

@@ -169,3 +169,21 @@ def test_packed_masks_read_back(tmp_path):
     assert study.mask_sha256(back) == study.mask_sha256(mask)
     flipped = {**mask, "v": ~mask["v"]}
     assert study.mask_sha256(flipped) != study.mask_sha256(mask)
+
+
+@pytest.mark.slow
+def test_a_concept_material_run_draws_from_the_named_discovery():
+    cfg = study.config_from_profile(SMOKE, model="tiny", method="snip", sparsity=0.8,
+                                    material=Material("dop", per_class=2, batches=2))
+    assert cfg.material.classifier == "synthetic-tiny-2-epochs-seed-0@bn1"
+    train_set, _ = study.run_data(cfg.dataset, cfg.train_per_class, cfg.test_per_class)
+    batches = cfg.material.make(train_set, cfg.seed)
+    assert [tuple(y.tolist()) for _, y in batches] == \
+        [tuple(torch.arange(10).repeat_interleave(2).tolist())] * 2
+    model = models.get_model("tiny", seed=0)
+    mask = study.make_mask(cfg, model, train_set)
+    assert masks.density(mask)["total"] == pytest.approx(0.2, abs=1e-3)
+    # a material whose named discovery is not the dataset's default is refused
+    other = dataclasses.replace(cfg.material, classifier="someone-else@layer1")
+    with pytest.raises(ValueError, match="default discovery of synthetic"):
+        other.make(train_set, cfg.seed)
