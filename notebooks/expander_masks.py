@@ -56,6 +56,7 @@ from myst_nb import glue
 from scipy import stats
 
 from opai_lib import config, expanders, masks, models, study
+from opai_lib.methods import METHODS
 
 P = config.get_profile(profile)
 # This process only builds masks and tables (training runs in the sweep's single-threaded
@@ -228,7 +229,7 @@ print(f"{len(vgg_records)} VGG runs ready after {time.perf_counter() - t0:.0f} s
 # %%
 def accuracy_frame(records):
     return pd.DataFrame([{"model": r["config"]["model"], "width": r["config"]["width"],
-                          "method": r["config"]["method"].removeprefix("expander:"),
+                          "method": METHODS.get(r["config"]["method"]).member or "dense",
                           "density %": 100 * r["density"], "seed": r["config"]["seed"],
                           "accuracy": 100 * r["accuracy"]} for r in records])
 
@@ -440,10 +441,10 @@ def measured(records):
     out = []
     for r in records:
         cfg = r["config"]
-        if not cfg["method"].startswith("expander:"):
+        if METHODS.get(cfg["method"]).kind != "expander":
             continue
         mask = study.read_mask(r, STORE)
-        out.append({"model": cfg["model"], "method": cfg["method"].removeprefix("expander:"),
+        out.append({"model": cfg["model"], "method": METHODS.get(cfg["method"]).member,
                     "density %": 100 * r["density"], "accuracy": 100 * r["accuracy"],
                     **expanders.network_expansion(mask, seed=cfg["seed"])})
     return pd.DataFrame(out)

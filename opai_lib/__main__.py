@@ -10,9 +10,10 @@ from opai_lib import record, study
 
 def _print(rows: list[dict]) -> None:
     for r in rows:
+        yes = {True: "same", False: "other"}
         print(f"{r['key']}  {r['run']:<42} published {r['published']:.4f}  recomputed "
               f"{r['recomputed']:.4f}  mask {'same' if r['same_mask'] else 'DIFFERENT'}  "
-              f"machine {'same' if r['same_machine'] else 'other'}  {r['verdict']}")
+              f"cpu {yes[r['same_cpu']]}  threads {yes[r['same_threads']]}  {r['verdict']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,10 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("verify", help="re-run N random records of the published record")
     v.add_argument("--n", type=int, default=3, help="how many records (default 3)")
     v.add_argument("--seed", type=int, default=None, help="seed of the random choice")
-    v.add_argument("--store", default=str(study.store_dir("cpu")), help="the record's folder")
+    v.add_argument("--store", default=str(study.RECORD_DIR / "cpu"), help="the record's folder")
     c = sub.add_parser("compare", help="a recomputed store against the published record")
     c.add_argument("fresh", help="folder of the recomputed records")
-    c.add_argument("--published", default=str(study.store_dir("cpu")))
+    c.add_argument("--published", default=str(study.RECORD_DIR / "cpu"))
     args = parser.parse_args(argv)
     if args.command == "verify":
         if args.n < 1:

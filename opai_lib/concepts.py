@@ -81,7 +81,7 @@ class ACESettings:
     level: float = param(0.05, "the null test: significant when its permutation p-value "
                                 "is at most this")
     material_test: str = param("null", "the test a concept must pass to feed materials",
-                               ("null", "ttest", "none"))
+                               TESTS)
 
     def __post_init__(self):
         check_types(self)
@@ -881,6 +881,19 @@ def default_classifier(data: data_mod.ImageSet) -> Classifier:
         return _TRAINED[key]
     raise ValueError(f"no default classifier for dataset {data.name!r}; build a Classifier and "
                      "call discover(classifier, data) yourself")
+
+
+def default_discovery(dataset: str) -> tuple[str, ACESettings]:
+    """The default discovery of registered dataset ``dataset``, known without reading it:
+    its classifier as ``name@layer`` (``default_classifier``) and its settings
+    (``default_settings``). A run's concept material holds both, so they are in its key."""
+    if dataset == "cifar10":
+        return "pretrained-resnet20@layer3.1", ACESettings.for_image_size(32)
+    if dataset == "synthetic":
+        return "synthetic-tiny-2-epochs-seed-0@bn1", ACESettings(**SYNTHETIC_SETTINGS)
+    raise ValueError(f"no default concept discovery for dataset {dataset!r} (there is one for "
+                     "cifar10 and synthetic); discover concepts with your own Classifier and "
+                     "feed materials.make_material the ConceptSet")
 
 
 def default_settings(data: data_mod.ImageSet) -> ACESettings:

@@ -228,7 +228,6 @@ class Profile:
         require(self.score_per_class >= 1, self, "score_per_class", "an integer >= 1")
         require(len(self.seeds) >= 1 and all(isinstance(s, int) for s in self.seeds), self,
                 "seeds", "a non-empty tuple of integers")
-        object.__setattr__(self, "recipe", self.recipe.on(self.device))
 
 
 PROFILES = {

@@ -83,10 +83,8 @@ class IterSnipOptions(SnipOptions):
 
 
 @dataclass(frozen=True)
-class ForceOptions(PruneOptions):
-    rounds: int = param(60, "pruning rounds (naver/force README: 60)")
-    bn_mode: str = param("train", "BatchNorm mode while scoring (FORCE's code: train)",
-                         BN_MODES)
+class ForceOptions(IterSnipOptions):
+    """FORCE's options are Iterative SNIP's (one code base, naver/force)."""
 
 
 @dataclass(frozen=True)

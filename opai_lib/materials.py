@@ -36,7 +36,6 @@ from opai_lib.registry import Registry
 
 MATERIALS = Registry("material")
 CONCEPT_MATERIALS = ("dop", "stitch", "random_segment", "less_patch")
-TESTS = ("null", "ttest", "none")
 
 
 @dataclass(frozen=True)
@@ -212,8 +211,8 @@ def make_material(name: str, data: data_mod.ImageSet, per_class: int, seed: int,
         check_integer(arg, value, low)
     if not (isinstance(sigma, (int, float)) and 0 < sigma <= 1):
         raise ValueError(f"sigma must be a number in (0, 1], got {sigma!r}")
-    if test not in (None, "null", "ttest", "none"):
-        raise ValueError(f"test must be 'null', 'ttest' or 'none', got {test!r}")
+    if test is not None and test not in concepts_mod.TESTS:
+        raise ValueError(f"test must be one of {concepts_mod.TESTS}, got {test!r}")
     if name in CONCEPT_MATERIALS:
         if concepts is None:
             concepts = concepts_mod.discover_default(data)
@@ -227,16 +226,6 @@ def make_material(name: str, data: data_mod.ImageSet, per_class: int, seed: int,
 
 # ---------------------------------------------------------------------------------------
 # A material as part of a run: every choice named, so a run's key holds it.
-
-# The concept discovery each dataset's materials draw from by default: the reference
-# classifier (``concepts.default_classifier``'s name and layer) and ``default_settings``.
-DEFAULT_DISCOVERY = {
-    "cifar10": ("pretrained-resnet20@layer3.1",
-                lambda: concepts_mod.ACESettings.for_image_size(32)),
-    "synthetic": ("synthetic-tiny-2-epochs-seed-0@bn1",
-                  lambda: concepts_mod.ACESettings(**concepts_mod.SYNTHETIC_SETTINGS)),
-}
-
 
 @dataclass(frozen=True)
 class Material:
@@ -266,6 +255,8 @@ class Material:
         require(self.batches >= 1, self, "batches", "an integer >= 1")
         require(self.name != "less_patch" or self.per_class == 1, self, "per_class",
                 "1 for less_patch (one patch per class)")
+        require(self.name != "less_patch" or self.batches == 1, self, "batches",
+                "1 for less_patch (one patch per class)")
         concept = self.name in CONCEPT_MATERIALS
         for name, used in [("top", concept), ("test", concept), ("classifier", concept),
                            ("ace", concept), ("sigma", self.name == "stitch")]:
@@ -277,35 +268,39 @@ class Material:
             object.__setattr__(self, "sigma", 0.5)
         require(self.top is None or self.top >= 1, self, "top", "an integer >= 1")
         require(self.sigma is None or 0 < self.sigma <= 1, self, "sigma", "0 < sigma <= 1")
-        require(self.test is None or self.test in TESTS, self, "test", f"one of {TESTS}")
+        require(self.test is None or self.test in concepts_mod.TESTS, self, "test",
+                f"None or one of {concepts_mod.TESTS}")
 
     def for_dataset(self, dataset: str) -> Material:
-        """This material with the discovery of ``dataset`` filled in (concept materials)."""
-        if self.name not in CONCEPT_MATERIALS or self.ace is not None:
+        """This material with what ``dataset`` decides filled in: for concept materials the
+        default discovery (``concepts.default_discovery``; a run draws from no other) and,
+        unless given, the test its settings name."""
+        if self.name not in CONCEPT_MATERIALS:
             return self
-        if dataset not in DEFAULT_DISCOVERY:
-            raise ValueError(f"material {self.name!r} on dataset {dataset!r} needs concepts, "
-                             f"and only {sorted(DEFAULT_DISCOVERY)} have a default discovery; "
-                             "pass classifier= and ace= and feed make_material your ConceptSet")
-        classifier, settings = DEFAULT_DISCOVERY[dataset]
-        ace = settings()
-        return dataclasses.replace(self, classifier=self.classifier or classifier, ace=ace,
+        classifier, ace = concepts_mod.default_discovery(dataset)
+        for name, default in [("classifier", classifier), ("ace", ace)]:
+            require(getattr(self, name) in (None, default), self, name,
+                    f"None or the default discovery's of {dataset} "
+                    f"(concepts.default_discovery): a run draws concepts from no other")
+        return dataclasses.replace(self, classifier=classifier, ace=ace,
                                    test=self.test or ace.material_test)
 
     def make(self, data: data_mod.ImageSet, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches, from the dataset's default discovery (checked against this material's
-        classifier and settings) for concept materials."""
-        found = None
+        """The batches; concept materials draw from the dataset's default discovery, which
+        must still be the one this material names (the code's defaults may have changed)."""
+        options = {}
         if self.name in CONCEPT_MATERIALS:
             clf = concepts_mod.default_classifier(data)
             settings = concepts_mod.default_settings(data)
-            if (f"{clf.name}@{clf.layer}", settings) != (self.classifier, self.ace):
-                raise ValueError(f"the default discovery of {data.name} is "
-                                 f"{clf.name}@{clf.layer} with other settings than this "
-                                 f"material's {self.classifier}; build its ConceptSet yourself")
-            found = concepts_mod.discover_default(data)
-        x, y = make_material(self.name, data, self.per_class * self.batches, seed,
-                             concepts=found, sigma=self.sigma or 0.5, top=self.top or 5,
-                             test=self.test)
+            if f"{clf.name}@{clf.layer}" != self.classifier or settings != self.ace:
+                raise ValueError(f"this material names the discovery {self.classifier} with "
+                                 f"its settings, but the default discovery of {data.name} is "
+                                 f"now {clf.name}@{clf.layer}"
+                                 + ("" if settings == self.ace else " with other settings"))
+            options = dict(concepts=concepts_mod.discover_default(data), top=self.top,
+                           test=self.test)
+        if self.sigma is not None:
+            options["sigma"] = self.sigma
+        x, y = make_material(self.name, data, self.per_class * self.batches, seed, **options)
         order = torch.arange(len(y)).view(data.num_classes, self.batches, self.per_class)
         return [(x[order[:, b].flatten()], y[order[:, b].flatten()]) for b in range(self.batches)]

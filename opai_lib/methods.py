@@ -17,7 +17,6 @@ from opai_lib import criteria, expanders, masks, prune
 from opai_lib.config import build
 from opai_lib.registry import Registry
 
-KINDS = ("dense", "criterion", "expander")
 EXPANDER_PREFIX = "expander:"
 
 
@@ -28,12 +27,14 @@ class DenseOptions:
 
 @dataclass(frozen=True)
 class Method:
-    """One way to get a mask: its kind, its options class and whether it needs data."""
+    """One way to get a mask: its kind ("dense", "criterion" or "expander"), its options
+    class, whether it needs data, and the family member it calls (criterion or generator)."""
 
     name: str
     kind: str
     options_class: type
     needs_data: bool
+    member: str | None = None
 
     def options(self, **kwargs):
         """The checked options; an unknown name is an error listing the known ones."""
@@ -45,9 +46,9 @@ class Method:
         if self.kind == "dense":
             return None
         if self.kind == "expander":
-            return expanders.expander_mask(model, self.name.removeprefix(EXPANDER_PREFIX),
-                                           density=1 - sparsity, seed=seed, options=options)
-        return prune.prune_at_init(model, self.name, material, sparsity, seed=seed,
+            return expanders.expander_mask(model, self.member, density=1 - sparsity, seed=seed,
+                                           options=options)
+        return prune.prune_at_init(model, self.member, material, sparsity, seed=seed,
                                    options=options)
 
 
@@ -55,8 +56,8 @@ METHODS: Registry[Method] = Registry("method")
 METHODS.add("dense", Method("dense", "dense", DenseOptions, needs_data=False))
 for _name in criteria.CRITERIA.names():
     _crit = criteria.CRITERIA.get(_name)
-    METHODS.add(_name, Method(_name, "criterion", _crit.options_class, _crit.needs_data))
+    METHODS.add(_name, Method(_name, "criterion", _crit.options_class, _crit.needs_data, _name))
 for _name in expanders.GENERATORS.names():
     METHODS.add(EXPANDER_PREFIX + _name, Method(EXPANDER_PREFIX + _name, "expander",
-                                                expanders.ExpanderOptions, needs_data=False))
+                                                expanders.ExpanderOptions, False, _name))
 

@@ -20,7 +20,7 @@ import torch
 from opai_lib import study
 from opai_lib.store import Store
 
-SAME_MACHINE = ("cpu", "capability", "threads", "torch", "device")
+SAME_MACHINE = ("cpu", "capability", "threads", "torch", "device")  # identical numbers need all
 
 
 def _setting(record: dict) -> str:
@@ -44,8 +44,8 @@ def _describe(cfg: dict) -> str:
 
 def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
     """One row: published and recomputed accuracy, mask and machine match, and a verdict."""
-    same_machine = all(published["machine"].get(k) == fresh["machine"].get(k)
-                       for k in SAME_MACHINE)
+    same = {k: published["machine"].get(k) == fresh["machine"].get(k) for k in SAME_MACHINE}
+    same_machine = all(same.values())
     same_mask = published.get("mask_sha256") == fresh.get("mask_sha256")
     diff = fresh["accuracy"] - published["accuracy"]
     sd = spread.get(_setting(published))
@@ -59,6 +59,7 @@ def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
     return {"key": published["key"], "run": _describe(published["config"]),
             "published": published["accuracy"], "recomputed": fresh["accuracy"],
             "difference": diff, "same_mask": same_mask, "same_machine": same_machine,
+            "same_cpu": same["cpu"] and same["capability"], "same_threads": same["threads"],
             "seed_sd": sd, "verdict": verdict}
 
 
@@ -73,15 +74,16 @@ def verify(store: str | Path | Store, n: int, seed: int | None = None,
     records = [published.read(k) for k in keys]
     spread = seed_spread(records)
     picked = random.Random(seed).sample(records, min(n, len(records)))
+    configs = [study.RunConfig.from_dict(r["config"]) for r in picked]
+    for record, cfg in zip(picked, configs, strict=True):
+        if cfg.key() != record["key"]:
+            raise ValueError(f"record {record['key']} has a config whose key is now "
+                             f"{cfg.key()}: the code's keys changed since it was written")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fresh_store = Store(scratch or tmp)
         threads = torch.get_num_threads()
-        for record in picked:
-            cfg = study.RunConfig.from_dict(record["config"])
-            if cfg.key() != record["key"]:
-                raise ValueError(f"record {record['key']} has a config whose key is now "
-                                 f"{cfg.key()}: the code's keys changed since it was written")
+        for record, cfg in zip(picked, configs, strict=True):
             torch.set_num_threads(record["machine"]["threads"])
             try:
                 fresh = study.run(cfg, fresh_store)

@@ -297,17 +297,27 @@ class Store:
         """The claim to compute ``key``, None while a live process holds it.
 
         A stale claim is taken over: renamed to a unique name, so of two processes that both
-        judged it stale only one removes it, then created anew with O_EXCL, which only one
-        process can do. A rename that caught a newer claim instead puts it back.
+        judged it stale only one removes it, then created anew by a hard link, which only one
+        process can make. A rename that caught a newer claim instead puts it back.
         """
         path = self.claim_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         body = json.dumps({"host": HOST, "pid": os.getpid(), "start": _process_start(os.getpid()),
                            "time": datetime.now(timezone.utc).isoformat(), "token": token})
+        # The claim is written whole to a private file, then hard-linked into place: linking
+        # fails if the claim exists, and a claim is never seen empty or half-written.
+        mine = path.with_name(f".{path.name}.{token}.tmp")
+        atomic_write(mine, body)
+        try:
+            return self._take(path, mine, token)
+        finally:
+            mine.unlink(missing_ok=True)
+
+    def _take(self, path: Path, mine: Path, token: str) -> Claim | None:
         while True:
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(mine, path)
             except FileExistsError:
                 snap = _snapshot(path)
                 if snap is None:  # released meanwhile
@@ -322,8 +332,6 @@ class Store:
                     else:
                         os.replace(grave, path)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(body)
             return Claim(path, token, self.timeout / 4)
 
     def compute(self, key: str,

@@ -82,7 +82,7 @@ class RunConfig:
         models.MODELS.get(self.model)
         data.DATASETS.get(self.dataset)
         method = METHODS.get(self.method)
-        require(self.width > 0, self, "width", "a positive number")
+        require(0 < self.width < math.inf, self, "width", "a positive finite number")
         require(self.seed >= 0, self, "seed", "an integer >= 0")
         for split in ("train", "test"):
             name, most = f"{split}_per_class", data.max_per_class(self.dataset, split)
@@ -95,9 +95,15 @@ class RunConfig:
         require(type(options) is method.options_class, self, "options",
                 f"None or a {method.options_class.__name__} (the options of {self.method!r})")
         object.__setattr__(self, "options", options)
+        require(getattr(options, "degree", None) is None or self.sparsity == 0, self,
+                "sparsity", "0 when the expander's degree sizes the mask")
         if method.needs_data:
-            material = self.material or Material()
-            object.__setattr__(self, "material", material.for_dataset(self.dataset))
+            material = (self.material or Material()).for_dataset(self.dataset)
+            object.__setattr__(self, "material", material)
+            available = self.train_per_class or data.max_per_class(self.dataset, "train")
+            require(material.name != "image" or available is None
+                    or material.per_class * material.batches <= available, self, "material",
+                    f"at most {available} training images per class in all batches")
         require(method.needs_data or self.material is None, self, "material",
                 f"None: method {self.method!r} reads no data")
         object.__setattr__(self, "recipe", self.recipe.on(self.device))
@@ -125,8 +131,9 @@ def config_from_profile(profile: Profile, material: str | Material | None = None
     ``material`` given by name gets the profile's ``score_per_class`` examples per class."""
     if material is None and METHODS.get(fields.get("method", "dense")).needs_data:
         material = "image"
-    if isinstance(material, str):
-        material = Material(material, per_class=profile.score_per_class)
+    if isinstance(material, str):  # less_patch is one patch per class by definition
+        material = Material(material, per_class=1 if material == "less_patch"
+                            else profile.score_per_class)
     base = dict(dataset=profile.dataset, train_per_class=profile.train_per_class,
                 test_per_class=profile.test_per_class, width=profile.width,
                 recipe=profile.recipe, device=profile.device)
@@ -271,12 +278,25 @@ def _t_half_width(std: float, n: int) -> float:
     return stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
 
 
+def config_value(record: dict, field: str):
+    """A field of a record's config; a dotted name reaches into a nested one
+    (``material.name``, ``options.bn_mode``; None where the run has no such part)."""
+    value = record["config"]
+    for part in field.split("."):
+        value = None if value is None else value[part]
+    if isinstance(value, dict):
+        raise ValueError(f"config field {field!r} is a group ({sorted(value)}); name one of "
+                         f"its fields, e.g. {field}.{next(iter(value), 'name')}")
+    return tuple(value) if isinstance(value, list) else value
+
+
 def table(records: list[dict], by: list[str], value: str = "accuracy"):
-    """Mean, standard deviation, count and 95 % t-interval of ``value`` over seeds."""
+    """Mean, standard deviation, count and 95 % t-interval of ``value`` over seeds, in
+    groups of equal config fields ``by`` (dotted names allowed, see ``config_value``)."""
     import pandas as pd
 
-    rows = [{**{k: r["config"][k] for k in by}, value: r[value]} for r in records]
-    g = pd.DataFrame(rows).groupby(by, sort=False)[value]
+    rows = [{**{k: config_value(r, k) for k in by}, value: r[value]} for r in records]
+    g = pd.DataFrame(rows).groupby(by, sort=False, dropna=False)[value]
     out = g.agg(["mean", "std", "count"]).reset_index()
     out["ci95"] = [_t_half_width(s, n) for s, n in zip(out["std"], out["count"], strict=True)]
     return out
@@ -289,10 +309,11 @@ def paired_differences(records: list[dict], by: list[str], vary: str, reference,
     Within each group of equal ``by`` fields, runs are matched on their seed; a seed
     without both runs is left out. One row per group and setting: mean difference, 95 %
     t-interval half-width, number of pairs, and the per-seed differences (in seed order).
+    Fields may be dotted names (``material.name``, see ``config_value``).
     """
     import pandas as pd
 
-    rows = [{**{k: r["config"][k] for k in [*by, vary, "seed"]}, value: r[value]}
+    rows = [{**{k: config_value(r, k) for k in [*by, vary, "seed"]}, value: r[value]}
             for r in records]
     wide = pd.DataFrame(rows).pivot_table(index=[*by, "seed"], columns=vary, values=value)
     out = []

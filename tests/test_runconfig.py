@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from opai_lib import config, criteria, expanders, masks, models, study
+from opai_lib import concepts, config, criteria, expanders, masks, models, study
 from opai_lib.config import Recipe
 from opai_lib.materials import Material
 from opai_lib.methods import METHODS
@@ -18,7 +18,7 @@ def test_every_criterion_and_generator_is_a_method_of_its_kind():
     kinds = {name: METHODS.get(name).kind for name in METHODS.names()}
     assert kinds["dense"] == "dense"
     assert {n for n, k in kinds.items() if k == "criterion"} == set(criteria.CRITERIA.names())
-    assert {n.removeprefix("expander:") for n, k in kinds.items() if k == "expander"} == \
+    assert {METHODS.get(n).member for n, k in kinds.items() if k == "expander"} == \
         set(expanders.GENERATORS.names())
 
 
@@ -61,11 +61,17 @@ def test_key_holds_every_option_and_resolved_default():
     assert explicit.key() == base.key()
 
 
-def test_ace_settings_are_part_of_the_key():
+def test_a_change_of_the_default_discovery_changes_the_key(monkeypatch):
     cfg = RunConfig(method="snip", sparsity=0.9, material=Material("dop"))
-    other_ace = dataclasses.replace(cfg.material.ace, n_clusters=21)
-    changed = dataclasses.replace(cfg, material=dataclasses.replace(cfg.material, ace=other_ace))
-    assert changed.key() != cfg.key()
+    classifier, ace = concepts.default_discovery("cifar10")
+    assert (cfg.material.classifier, cfg.material.ace) == (classifier, ace)
+    changed = dataclasses.replace(ace, n_clusters=21)
+    monkeypatch.setattr(concepts, "default_discovery", lambda dataset: (classifier, changed))
+    again = RunConfig(method="snip", sparsity=0.9, material=Material("dop"))
+    assert again.material.ace == changed and again.key() != cfg.key()
+    # a material naming the old settings is no run of the new defaults
+    with pytest.raises(ValueError, match="Material.ace"):
+        RunConfig(method="snip", sparsity=0.9, material=cfg.material)
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -75,6 +81,16 @@ def test_ace_settings_are_part_of_the_key():
     (dict(method="dense", sparsity=0.5), "RunConfig.sparsity"),
     (dict(method="snipp"), "unknown method 'snipp'"),
     (dict(width=0.0), "RunConfig.width"),
+    (dict(width=float("inf")), "RunConfig.width"),
+    (dict(method="expander:xnet", sparsity=0.5, options=expanders.ExpanderOptions(degree=3)),
+     "0 when the expander's degree sizes the mask"),
+    (dict(method="snip", sparsity=0.9, train_per_class=20,
+          material=Material("image", per_class=10, batches=3)),
+     "at most 20 training images per class"),
+    (dict(method="snip", sparsity=0.9, material=Material("dop", classifier="mine@layer1")),
+     "Material.classifier = 'mine@layer1'; allowed: None or the default discovery's"),
+    (dict(method="snip", sparsity=0.9, dataset="cifar100", material=Material("dop")),
+     "no default concept discovery for dataset 'cifar100'"),
     (dict(seed=-1), "RunConfig.seed"),
     (dict(seed=1.5), "RunConfig.seed must be of type int"),
     (dict(train_per_class=6000), "RunConfig.train_per_class = 6000"),
@@ -95,6 +111,7 @@ def test_bad_configs_fail_when_built(fields, message):
     (lambda: Material("less_patch", per_class=2), "Material.per_class"),
     (lambda: Material("photos"), "unknown material 'photos'"),
     (lambda: Material("image", per_class=0), "Material.per_class = 0"),
+    (lambda: Material("less_patch", per_class=1, batches=2), "Material.batches = 2"),
 ])
 def test_bad_options_fail_when_built(build, message):
     with pytest.raises(ValueError, match=message):
@@ -118,6 +135,24 @@ def test_precision_auto_follows_the_machine(monkeypatch):
 
 def test_the_published_profile_trains_in_fp32():
     assert config.get_profile("cpu").recipe.precision == "fp32"
+
+
+def test_a_profile_keeps_auto_until_a_run_resolves_it(monkeypatch):
+    monkeypatch.setattr(config, "native_bf16", lambda: False)
+    profile = config.get_profile("cifar-gpu", device="cpu")
+    assert profile.recipe.precision == "auto"
+    assert study.config_from_profile(profile).recipe.precision == "fp32"
+
+
+def test_defaults_written_out_are_the_same_run():
+    cfg = RunConfig(method="snip", sparsity=0.9, material=Material("dop"))
+    explicit = RunConfig(method="snip", sparsity=0.9, material=Material(
+        "dop", per_class=10, top=5, test="null", classifier=cfg.material.classifier,
+        ace=cfg.material.ace))
+    assert explicit.key() == cfg.key()
+    one = study.config_from_profile(SMOKE, model="tiny", method="grasp", sparsity=0.5,
+                                    material="less_patch")
+    assert (one.material.per_class, one.material.batches) == (1, 1)
 
 
 def test_material_batches_are_class_balanced_and_distinct(toy):
