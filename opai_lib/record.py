@@ -68,7 +68,7 @@ def verify(store: str | Path | Store, n: int, seed: int | None = None,
     """Re-run ``n`` randomly chosen records of ``store`` into a scratch store (each with the
     thread count that wrote it) and compare."""
     published = study.open_store(store)
-    keys = published.keys()
+    keys = published.finished()
     if not keys:
         raise ValueError(f"no finished record in {published.root}")
     records = [published.read(k) for k in keys]
@@ -96,7 +96,7 @@ def verify(store: str | Path | Store, n: int, seed: int | None = None,
 def compare(fresh: str | Path | Store, published: str | Path | Store) -> list[dict]:
     """Rows for every record of ``fresh`` that ``published`` holds too."""
     fresh, published = study.open_store(fresh), study.open_store(published)
-    finished, recomputed = published.keys(), fresh.keys()
+    finished, recomputed = published.finished(), fresh.finished()
     spread = seed_spread([published.read(k) for k in finished])
     return [comparison(published.read(k), fresh.read(k), spread)
             for k in recomputed if k in finished]

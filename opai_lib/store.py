@@ -279,7 +279,7 @@ class Store:
         atomic_write(self.record_path(key), text)
         self.checkpoint_path(key).unlink(missing_ok=True)
 
-    def keys(self) -> list[str]:
+    def finished(self) -> list[str]:
         """Keys of finished records (both files present)."""
         return sorted(p.stem for p in self.root.glob("*.json") if p.with_suffix(".npz").exists())
 

@@ -2,6 +2,12 @@
 
 import dataclasses
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -87,3 +93,48 @@ def test_sweep_with_one_and_two_workers_gives_the_same_records(tmp_path):
             (b["accuracy"], b["loss"], b["mask_sha256"])
         assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
         assert a["machine"]["threads"] == b["machine"]["threads"]
+
+
+SWEEP_SCRIPT = """
+import sys
+from opai_lib import config, study
+if __name__ == "__main__":
+    P = config.get_profile("smoke")
+    cfgs = [study.config_from_profile(P, model="tiny", method=m, sparsity=s, seed=seed,
+                                      recipe=config.Recipe(epochs=3, batch_size=64, lr=0.05))
+            for m, s in [("dense", 0.0), ("snip", 0.8)] for seed in (0, 1, 2)]
+    study.sweep(cfgs, sys.argv[1], workers=2)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_to_the_uninterrupted_records(tmp_path):
+    script = tmp_path / "sweep.py"
+    script.write_text(SWEEP_SCRIPT)
+    env = {**os.environ, "OPAI_SWEEP_TEST": str(tmp_path)}
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    subprocess.run([sys.executable, str(script), str(reference)], check=True, env=env)
+    proc = subprocess.Popen([sys.executable, str(script), str(resumed)], env=env)
+    time.sleep(random.Random(os.getpid()).uniform(6, 12))  # mid-sweep, often mid-epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    survivors = [p for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid())
+                 and _has_env(p, f"OPAI_SWEEP_TEST={tmp_path}")]
+    assert not survivors, "sweep workers outlived their sweep"
+    subprocess.run([sys.executable, str(script), str(resumed)], check=True, env=env)
+    ref, res = Store(reference), Store(resumed)
+    assert ref.finished() == res.finished() and len(ref.finished()) == 6
+    for k in ref.finished():
+        a, b = ref.read(k), res.read(k)
+        assert (a["accuracy"], a["loss"], a["mask_sha256"], a["history"][-1]["train_loss"]) == \
+            (b["accuracy"], b["loss"], b["mask_sha256"], b["history"][-1]["train_loss"])
+    assert not list(res.root.glob("*.claim")) and not list(res.root.glob("*.ckpt"))
+
+
+def _has_env(pid: str, marker: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return marker.encode() in f.read().split(b"\0")
+    except OSError:
+        return False

@@ -151,7 +151,7 @@ def test_read_torch(tmp_path):
 
 def test_store_round_trip(tmp_path):
     store = Store(tmp_path / "store")
-    assert store.read("k") is None and store.keys() == []
+    assert store.read("k") is None and store.finished() == []
     store.checkpoint_path("k").parent.mkdir()
     store.checkpoint_path("k").write_text("a checkpoint")
     store.write("k", {"x": 1.5, "pair": (1, 2)}, {"m": np.eye(3, dtype=bool), "v": np.arange(4)})
@@ -163,10 +163,10 @@ def test_store_round_trip(tmp_path):
     assert json.loads(store.record_path("k").read_text()) == {"x": 1.5, "pair": [1, 2]}
     store.write("plain", {"y": 2})
     assert store.read("plain") == {"y": 2} and store.read_arrays("plain") == {}
-    assert store.keys() == ["k", "plain"]
+    assert store.finished() == ["k", "plain"]
     with pytest.raises(TypeError):  # an unserialisable record writes nothing
         store.write("bad", {"f": object()})
-    assert store.keys() == ["k", "plain"] and not store.arrays_path("bad").exists()
+    assert store.finished() == ["k", "plain"] and not store.arrays_path("bad").exists()
 
 
 def test_a_record_without_its_arrays_is_unfinished(tmp_path):
@@ -174,7 +174,7 @@ def test_a_record_without_its_arrays_is_unfinished(tmp_path):
     store.write("gone", {"a": 1}, {"v": np.arange(3)})
     store.write("cut", {"a": 2}, {"v": np.arange(1000)})
     store.arrays_path("gone").unlink()
-    assert store.keys() == ["cut"]
+    assert store.finished() == ["cut"]
     with pytest.warns(UserWarning, match=re.escape(str(store.record_path("gone")))):
         assert store.read("gone") is None
     assert_moved_aside(store.record_path("gone"))
@@ -186,7 +186,7 @@ def test_a_record_without_its_arrays_is_unfinished(tmp_path):
         str(w.message).split()[0] for w in warned]
     assert_moved_aside(npz)
     assert_moved_aside(store.record_path("cut"))
-    assert store.keys() == []
+    assert store.finished() == []
 
 
 def test_compute_computes_once_and_waits_for_a_live_claim(tmp_path):
@@ -326,7 +326,7 @@ def test_sweep_in_process_and_in_workers_agree(tmp_path):
     records = sweep(one, grid + grid[:2], item_key, compute_item)
     assert records == sweep(two, grid + grid[:2], item_key, compute_item, workers=2)
     assert records[3] == {"n": 3, "square": 9, "pair": [3, -3]} and records[5] == records[0]
-    for key in one.keys():  # noqa: SIM118 (a Store, not a dict)
+    for key in one.finished():
         a, b = one.read_arrays(key), two.read_arrays(key)
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert computations(log) == {n: 2 for n in range(5)}  # once per store
@@ -381,7 +381,7 @@ def test_a_killed_sweep_leaves_no_worker_and_resumes(tmp_path):
     time.sleep(delay)
     proc.kill()
     proc.wait()
-    finished = Store(root).keys()
+    finished = Store(root).finished()
     deadline = time.time() + 10
     while (left := processes_with(marker)) and time.time() < deadline:
         time.sleep(0.05)
@@ -408,7 +408,7 @@ def test_two_sweeps_on_one_grid_compute_each_item_once(tmp_path):
         for p, out in zip(procs, outs, strict=True):
             assert p.wait(timeout=120) == 0, out.read_text()
         assert computations(log) == {n: 1 for n in range(8)}, attempt
-        assert Store(root).keys() == sorted(f"item{n}" for n in range(8))
+        assert Store(root).finished() == sorted(f"item{n}" for n in range(8))
 
 
 # train: checkpoints
