@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 
 from opai_lib import concepts as C
-from opai_lib import config, data, materials, study
+from opai_lib import config, data, materials, plots, study
 from opai_lib.train import evaluate
 
 P = config.get_profile(profile)
@@ -102,6 +102,8 @@ summary = pd.DataFrame([{
     "FPR null test": rates[k]["null"],
 } for k, cc in found.classes.items()]).set_index("class")
 fpr_t, fpr_n = summary["FPR t-test"].mean(), summary["FPR null test"].mean()
+plots.glue_number("fpr_ttest", fpr_t)
+plots.glue_number("fpr_null", fpr_n)
 print(f"false-positive rate on {settings.num_null} null concepts, mean over classes: "
       f"ACE's t-test (p < {settings.ttest_p}) {fpr_t:.2f}; "
       f"null test (level {settings.level}) {fpr_n:.2f}")
@@ -205,6 +207,8 @@ agree_all = pd.DataFrame([
     {"class": train_set.classes[k], **a}
     for k in found.classes for a in C.classifier_agreement(clf, found, k, 5, test)])
 per_class = agree_all.groupby("class")[["patch", "crop"]].mean()
+plots.glue_number("patch_agreement", agree_all["patch"].mean())
+plots.glue_number("class_chance", 1 / train_set.num_classes)
 print("fraction of the top concepts' members the classifier assigns to their class, "
       f"mean over all classes: patches {agree_all['patch'].mean():.2f}, "
       f"crops {agree_all['crop'].mean():.2f} (chance: {1 / train_set.num_classes:.2f})")

@@ -52,10 +52,9 @@ import numpy as np
 import pandas as pd
 import torch
 from IPython.display import display
-from myst_nb import glue
 from scipy import stats
 
-from opai_lib import config, expanders, masks, models, study
+from opai_lib import config, expanders, masks, models, plots, study
 from opai_lib.methods import METHODS
 
 P = config.get_profile(profile)
@@ -142,7 +141,7 @@ pp_table.round(3)
 # %%
 gap = (pp_table["official mean %"] - pp_table["paper PP %"]).abs().max()
 print(f"largest gap between the paper's PP and the official count: {gap:.3f} points")
-glue("pp_gap", gap, display=False)
+plots.glue_number("pp_gap", gap)
 
 # %% [markdown]
 # ## How well each generator expands, at equal density
@@ -253,10 +252,11 @@ for d in vgg_densities:
                      "our PP %": ours.loc[d, ("density", g)], "our acc": acc,
                      "our Delta_R %": 100 * (acc - rnd) / rnd})
 vgg_table = pd.DataFrame(rows).set_index(["paper degree", "method"])
-glue("vgg_dense", dense_acc, display=False)
-for (d, g), acc in vgg_table["our acc"].items():
-    glue(f"vgg_{d}_{g}", acc, display=False)
-    glue(f"vgg_{d}_pp", vgg_table.loc[(d, g), "paper PP %"], display=False)
+plots.glue_number("vgg_dense", dense_acc)
+for d, (pp, *_) in PAPER_VGG.items():  # NaN where a degree was not trained
+    plots.glue_number(f"vgg_{d}_pp", pp)
+    for g in GENERATORS:
+        plots.glue_number(f"vgg_{d}_{g}", vgg_table["our acc"].get((d, g), float("nan")))
 print(f"dense VGG-16-BN: ours {dense_acc:.2f} % (width {vgg_width}, short schedule), "
       f"paper {PAPER_VGG_DENSE} % (full width, 300 epochs)")
 vgg_table.round(2)
@@ -272,7 +272,7 @@ vgg_table.round(2)
 # %%
 summary = vgg_table.xs("rreg", level="method")[["paper Delta_R %", "our Delta_R %"]]
 chance = 100 / len(study.run_data(P.dataset, 0, 0)[1].classes)
-glue("chance", chance, display=False)
+plots.glue_number("chance", chance)
 
 
 def verdict(paper, ours):
@@ -365,10 +365,10 @@ paper_resnets.round(2)
 # %%
 wins = (ours_resnets["rreg acc"] > ours_resnets["random acc"]).sum()
 paper_wins = (paper_resnets["rreg acc"] > paper_resnets["random acc"]).sum()
-glue("resnet_rreg_wins", int(wins), display=False)
-glue("resnet_depth_count", len(ours_resnets), display=False)
-glue("resnet_rreg_gain_max", (ours_resnets["rreg acc"] - ours_resnets["random acc"]).max(),
-     display=False)
+plots.glue_number("resnet_rreg_wins", int(wins))
+plots.glue_number("resnet_depth_count", len(ours_resnets))
+plots.glue_number("resnet_rreg_gain_max",
+                  (ours_resnets["rreg acc"] - ours_resnets["random acc"]).max())
 print(f"RReg above Random: ours in {wins} of {len(ours_resnets)} depths; "
       f"paper in {paper_wins} of {len(paper_resnets)} ResNets")
 
@@ -474,8 +474,8 @@ rho_all = stats.spearmanr(vgg_points["expansion"], vgg_points["accuracy"]).stati
 rho_within = stats.spearmanr(within["expansion"], within["accuracy"]).statistic
 rho_spectral = stats.spearmanr(-within.loc[spectral_ok, "sigma2_over_bound"],
                                within.loc[spectral_ok, "accuracy"]).statistic
-glue("rho_all", rho_all, display=False)
-glue("rho_within", rho_within, display=False)
+plots.glue_number("rho_all", rho_all)
+plots.glue_number("rho_within", rho_within)
 print(f"VGG runs: Spearman correlation of accuracy with sampled expansion {rho_all:+.2f} "
       f"across all densities; within a density (ranks of the three generators) "
       f"{rho_within:+.2f} with sampled expansion and {rho_spectral:+.2f} with the spectral "

@@ -1,8 +1,9 @@
-"""The book's figure style and the per-layer density plot."""
+"""The book's figure style, the per-layer density plot, and numbers glued into its prose."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -11,6 +12,17 @@ def setup_style() -> None:
     """One look for every figure of the book: seaborn's whitegrid, readable sizes."""
     sns.set_theme(style="whitegrid", context="notebook", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
+
+
+def glue_number(key: str, value) -> float | int:
+    """Glue ``value`` (a number, numpy scalars included) under ``key`` for the prose of any
+    page (``{glue:text}`page.ipynb::key:.1f```), as a plain Python number: myst-nb formats
+    the glued text, which it cannot parse from a numpy repr such as ``np.float64(0.5)``."""
+    from myst_nb import glue
+
+    number = int(value) if isinstance(value, int | np.integer) else float(value)
+    glue(key, number, display=False)
+    return number
 
 
 def short_layer_name(name: str) -> str:

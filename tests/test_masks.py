@@ -93,3 +93,4 @@ def test_overlap_of_masks_is_one_for_equal_zero_for_disjoint_and_density_for_ran
     assert abs(masks.overlap(a, b) - 0.1) < 0.02  # independent draws: b's density
     with pytest.raises(ValueError, match="different tensors"):
         masks.overlap(a, {"w": a["w"]})
+
