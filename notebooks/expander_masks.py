@@ -94,6 +94,9 @@ def config_for(model, width, method="dense", density=1.0, seed=0):
                                      train_per_class=train_per_class or P.train_per_class)
 
 
+plots.glue_number("vgg_width", vgg_width)
+plots.glue_number("train_per_class", train_per_class or P.train_per_class)
+plots.glue_number("seed_count", len(seeds))
 print(f"profile {P.name}: {P.dataset}, {train_per_class or P.train_per_class or 'all'} "
       f"training images per class, {P.recipe.epochs} epochs, seeds {seeds}; VGG-16-BN width "
       f"{vgg_width}, ResNet width {resnet_width}, rreg best of {best_of}")

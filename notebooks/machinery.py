@@ -33,13 +33,16 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from opai_lib import config, data, models, study
+from opai_lib import config, data, models, plots, study
 from opai_lib.train import evaluate
 
 P = config.get_profile(profile, **({} if seeds is None else {"seeds": tuple(seeds)}))
 # The runs of this page, built first: a bad parameter fails here, before any compute.
 grid = [study.config_from_profile(P, model=model_name, seed=s, method=m, sparsity=sp)
         for s in P.seeds for m, sp in [("dense", 0.0), ("random", sparsity)]]
+plots.glue_number("train_per_class", P.train_per_class)
+plots.glue_number("epochs", P.recipe.epochs)
+plots.glue_number("seed_count", len(P.seeds))
 print(f"profile {P.name}: dataset {P.dataset}, {P.train_per_class or 'all'} training images "
       f"per class, seeds {P.seeds}, recipe {P.recipe}")
 print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
