@@ -334,16 +334,19 @@ class Store:
                 continue
             return Claim(path, token, self.timeout / 4)
 
-    def compute(self, key: str,
-                fn: Callable[[], tuple[dict, dict[str, np.ndarray] | None]]) -> dict:
+    def compute(self, key: str, fn: Callable[[], tuple[dict, dict[str, np.ndarray] | None]],
+                wait: bool = True) -> dict | None:
         """The record of ``key``, computed by ``fn`` unless finished or computed elsewhere.
 
-        While another live process holds the key, wait for its record; if that process dies,
-        take over. ``fn`` may resume from ``checkpoint_path(key)``.
+        While another live process holds the key, wait for its record (or, with
+        ``wait=False``, return None at once); if that process dies, take over. ``fn`` may
+        resume from ``checkpoint_path(key)``.
         """
         while (record := self.read(key)) is None:
             claim = self.claim(key)
             if claim is None:
+                if not wait:
+                    return None
                 time.sleep(self.poll)
                 continue
             with claim:
@@ -388,7 +391,9 @@ def process_pool(workers: int, threads: int | None = None) -> ProcessPoolExecuto
 
 
 def _compute_item(store: Store, key: str, compute: Callable, item: Any) -> None:
-    store.compute(key, functools.partial(compute, item))
+    """Compute an item unless another process holds it: a worker moves on to the next item
+    instead of waiting, and the sweep waits for such items at the end."""
+    store.compute(key, functools.partial(compute, item), wait=False)
 
 
 def _run_all(executor: Executor, store: Store, todo: dict[str, Any], compute: Callable) -> None:

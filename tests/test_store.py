@@ -437,3 +437,23 @@ def test_train_starts_over_after_a_damaged_checkpoint(toy, tmp_path):
     for (name, p), q in zip(straight.state_dict().items(), again.state_dict().values(),
                             strict=True):
         assert torch.equal(p, q), name
+
+
+def test_a_sweep_moves_past_an_item_held_elsewhere_and_waits_for_it_last(tmp_path):
+    store, log = Store(tmp_path / "store"), tmp_path / "log"
+    store.poll = 0.05
+    grid = [(str(log), 0, 0.0), (str(log), 1, 0.0)]
+    held = store.claim(item_key(grid[0]))  # a live process (this one) computes item 0
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(sweep(store, grid, item_key,
+                                                               compute_item)))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while store.read("item1") is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.read("item1") is not None, "the sweep waited on the held item first"
+    assert worker.is_alive() and store.read("item0") is None  # and now waits for item 0
+    held.release()  # its holder gives up without a record: the sweep takes it over
+    worker.join(10)
+    assert [r["n"] for r in done[0]] == [0, 1]
+    assert computations(log) == {0: 1, 1: 1}
