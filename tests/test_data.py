@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from opai_lib import data
+from tests.conftest import shared_cifar_available
 
 
 def test_synthetic_is_deterministic_and_split_differs():
@@ -293,3 +294,11 @@ def test_imagenet_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("OPAI_IMAGENET_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(data.DataUnavailable, match="OPAI_IMAGENET_DIR"):
         data.load_dataset("imagenet", "train")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shared_cifar_available(), reason="needs the shared CIFAR-10 copy")
+def test_max_per_class_matches_the_cifar10_copy():
+    for split in ("train", "test"):
+        counts = torch.bincount(data.load_dataset("cifar10", split, download=False).labels)
+        assert counts.tolist() == [data.max_per_class("cifar10", split)] * 10
