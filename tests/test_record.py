@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from opai_lib import config, criteria, expanders, record, study
+from opai_lib import config, criteria, expanders, masks, record, study
 from opai_lib.__main__ import main
 from opai_lib.materials import Material
 from opai_lib.store import Store
@@ -138,3 +138,22 @@ def _has_env(pid: str, marker: str) -> bool:
             return marker.encode() in f.read().split(b"\0")
     except OSError:
         return False
+
+
+def test_the_published_record_is_whole_and_named_by_todays_keys():
+    store = Store(study.RECORD_DIR / "cpu")
+    keys = store.finished()
+    assert keys, "no published record"
+    for key in keys:
+        r = store.read(key)
+        cfg = study.RunConfig.from_dict(r["config"])
+        assert cfg.key() == key == r["key"], f"{key}: the code's keys changed; make record"
+        assert cfg.recipe.precision == "fp32"
+        assert {"cpu", "capability", "threads", "torch", "commit"} <= set(r["machine"])
+        mask = study.read_mask(r, store)
+        if mask is None:
+            assert cfg.method == "dense" and r["density"] == 1.0
+            continue
+        assert study.mask_sha256(mask) == r["mask_sha256"]
+        assert masks.density(mask)["total"] == pytest.approx(r["density"])
+        assert r["pruned_nonzero"] == 0
