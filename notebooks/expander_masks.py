@@ -435,8 +435,8 @@ print(f"ours: sparse RReg {deep} {deep_rreg:.2f} % vs dense {shallow} (width {na
 #
 # The paper states that accuracy increases with expansion. Across sparsity levels both grow
 # with density, so the telling comparison is *within* a density: does the generator that
-# expands more train better? The expansion of each trained mask is measured again from its
-# config (masks are deterministic in the seed).
+# expands more train better? The expansion of each trained mask is measured on the mask its
+# record carries (the packed bits stored beside it), so it is the mask that was trained.
 
 # %%
 def measured(records):
