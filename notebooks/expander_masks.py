@@ -392,11 +392,16 @@ for g in ("random", "rreg"):
                                    best_of=best_of if g == "rreg" else 1)
     for r in expanders.layer_report({n: m for n, m in mask.items() if not m.all()}):
         rows.append({"generator": g, "channels": f"{r['n_in']}->{r['n_out']}",
+                     "width": r["n_out"],
                      "edges per channel": r["edges"] / max(r["n_in"], r["n_out"]),
                      "perfect matching": r["left_degree"] == r["right_degree"] == (1, 1),
                      "channels cut off": int(r["left_degree"][0] == 0)
                      + int(r["right_degree"][0] == 0), "expansion": r["expansion"]})
-pd.DataFrame(rows).groupby(["channels", "generator"]).agg(
+anatomy = pd.DataFrame(rows)
+narrowest = anatomy[(anatomy.generator == "rreg") & (anatomy.width == anatomy.width.min())]
+plots.glue_number("narrow_layers", len(narrowest))
+plots.glue_number("narrow_matchings", narrowest["perfect matching"].sum())
+anatomy.groupby(["channels", "generator"]).agg(
     layers=("expansion", "size"), edges_per_channel=("edges per channel", "mean"),
     perfect_matchings=("perfect matching", "sum"),
     layers_with_a_channel_cut_off=("channels cut off", lambda x: int((x > 0).sum())),
@@ -479,6 +484,7 @@ rho_spectral = stats.spearmanr(-within.loc[spectral_ok, "sigma2_over_bound"],
                                within.loc[spectral_ok, "accuracy"]).statistic
 plots.glue_number("rho_all", rho_all)
 plots.glue_number("rho_within", rho_within)
+plots.glue_number("rho_runs", len(vgg_points))
 print(f"VGG runs: Spearman correlation of accuracy with sampled expansion {rho_all:+.2f} "
       f"across all densities; within a density (ranks of the three generators) "
       f"{rho_within:+.2f} with sampled expansion and {rho_spectral:+.2f} with the spectral "

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from torch import nn
 from opai_lib import data as data_mod
 from opai_lib import models
 from opai_lib.config import check_integer, check_types, param, require
+from opai_lib.store import atomic_write, read_torch
 
 CACHE_FORMAT = 1  # part of every cache key: bump when what is stored changes
 TESTS = ("null", "ttest", "none")  # what a concept must pass, see Concept.significant
@@ -632,18 +632,13 @@ def fingerprint(*parts) -> str:
 
 
 def _cache_load_or_build(path: Path, build, use_cache: bool):
-    if use_cache and path.exists():
-        try:
-            return torch.load(path, weights_only=False)
-        except Exception as err:
-            raise ValueError(f"corrupt concept cache {path} ({err}); delete it and rerun") \
-                from err
+    """The cached object at ``path``, else ``build()`` (cached through ``store.atomic_write``;
+    a damaged cache file is moved aside with a warning naming it, and rebuilt)."""
+    if use_cache and (obj := read_torch(path, weights_only=False)) is not None:
+        return obj
     obj = build()
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")  # one writer per process
-        torch.save(obj, tmp)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
     return obj
 
 

@@ -58,6 +58,17 @@ def build(cls, **kwargs):
     return cls(**kwargs)
 
 
+def options_of(cls, options, kwargs: dict, owner: str):
+    """The options of ``owner``: ``options`` (exactly a ``cls``), or a ``cls`` built from
+    ``kwargs``; never both, so a keyword cannot be silently dropped."""
+    if options is None:
+        return build(cls, **kwargs)
+    if kwargs or type(options) is not cls:
+        raise ValueError(f"options of {owner} must be one {cls.__name__} (no extra keywords), "
+                         f"got {type(options).__name__} and {sorted(kwargs)}")
+    return options
+
+
 def _from_json(value, kind):
     """``value`` read back from JSON as annotation ``kind`` wants it: lists become tuples,
     dicts become the dataclass the annotation names."""

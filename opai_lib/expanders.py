@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from opai_lib import models
-from opai_lib.config import build, check_integer, check_types, param, require
+from opai_lib.config import check_integer, check_types, options_of, param, require
 from opai_lib.registry import Registry
 
 Biadjacency = np.ndarray  # bool (n_in, n_out): entry [i, o] is an edge from input i to output o
@@ -345,11 +345,7 @@ def expander_mask(model: nn.Module, generator: str, density: float | None = None
     ``samples`` subset pairs. ``first_layer`` / ``last_layer``: see ``sparse_layers``.
     """
     gen = GENERATORS.get(generator)
-    if options is None:
-        options = build(ExpanderOptions, **kwargs)
-    elif kwargs or not isinstance(options, ExpanderOptions):
-        raise ValueError("options must be one ExpanderOptions (no extra keywords), got "
-                         f"{type(options).__name__} and {sorted(kwargs)}")
+    options = options_of(ExpanderOptions, options, kwargs, f"expander {generator!r}")
     degree, best_of, samples = options.degree, options.best_of, options.samples
     first_layer, last_layer = options.first_layer, options.last_layer
     if degree is None and density is None:

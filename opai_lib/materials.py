@@ -290,15 +290,14 @@ class Material:
         must still be the one this material names (the code's defaults may have changed)."""
         options = {}
         if self.name in CONCEPT_MATERIALS:
-            clf = concepts_mod.default_classifier(data)
-            settings = concepts_mod.default_settings(data)
-            if f"{clf.name}@{clf.layer}" != self.classifier or settings != self.ace:
+            found = concepts_mod.discover_default(data)
+            named = f"{found.classifier}@{found.layer}"
+            if named != self.classifier or found.settings != self.ace:
                 raise ValueError(f"this material names the discovery {self.classifier} with "
                                  f"its settings, but the default discovery of {data.name} is "
-                                 f"now {clf.name}@{clf.layer}"
-                                 + ("" if settings == self.ace else " with other settings"))
-            options = dict(concepts=concepts_mod.discover_default(data), top=self.top,
-                           test=self.test)
+                                 f"now {named}"
+                                 + ("" if found.settings == self.ace else " with other settings"))
+            options = dict(concepts=found, top=self.top, test=self.test)
         if self.sigma is not None:
             options["sigma"] = self.sigma
         x, y = make_material(self.name, data, self.per_class * self.batches, seed, **options)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from opai_lib import criteria, data, masks, models
-from opai_lib.config import check_integer
+from opai_lib.config import check_integer, options_of
 from opai_lib.criteria import ON_COLLAPSE, SCHEDULES, SCOPES  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------------------------------
@@ -271,12 +271,7 @@ def prune_at_init(model: nn.Module, criterion: str, material, sparsity: float, s
     _check_fraction("sparsity", sparsity)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    if options is None:
-        options = crit.options(**kwargs)
-    elif kwargs or type(options) is not crit.options_class:
-        raise ValueError(f"options of {criterion!r} must be one "
-                         f"{crit.options_class.__name__} (no extra keywords), got "
-                         f"{type(options).__name__} and {sorted(kwargs)}")
+    options = options_of(crit.options_class, options, kwargs, repr(criterion))
     densities = schedule_densities(1 - sparsity, options.rounds, options.schedule)
     batches = _as_batches(material, model)
     if crit.needs_data and batches is None:

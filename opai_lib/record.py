@@ -49,7 +49,8 @@ def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
     same_mask = published.get("mask_sha256") == fresh.get("mask_sha256")
     diff = fresh["accuracy"] - published["accuracy"]
     sd = spread.get(_setting(published))
-    if diff == 0 and same_mask:
+    identical = diff == 0 and same_mask
+    if identical:
         verdict = "identical"
     elif same_machine:
         verdict = "DIFFERS on the same machine"
@@ -58,7 +59,8 @@ def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
                   (f"{sd:.4f})" if sd is not None else "unknown)")
     return {"key": published["key"], "run": _describe(published["config"]),
             "published": published["accuracy"], "recomputed": fresh["accuracy"],
-            "difference": diff, "same_mask": same_mask, "same_machine": same_machine,
+            "difference": diff, "identical": identical, "same_mask": same_mask,
+            "same_machine": same_machine,
             "same_cpu": same["cpu"] and same["capability"], "same_threads": same["threads"],
             "seed_sd": sd, "verdict": verdict}
 
@@ -96,12 +98,12 @@ def verify(store: str | Path | Store, n: int, seed: int | None = None,
 def compare(fresh: str | Path | Store, published: str | Path | Store) -> list[dict]:
     """Rows for every record of ``fresh`` that ``published`` holds too."""
     fresh, published = study.open_store(fresh), study.open_store(published)
-    finished, recomputed = published.finished(), fresh.finished()
-    spread = seed_spread([published.read(k) for k in finished])
-    return [comparison(published.read(k), fresh.read(k), spread)
-            for k in recomputed if k in finished]
+    records = {k: published.read(k) for k in published.finished()}
+    spread = seed_spread(list(records.values()))
+    return [comparison(records[k], fresh.read(k), spread)
+            for k in fresh.finished() if k in records]
 
 
 def failed(rows: list[dict]) -> bool:
     """Whether a row broke the promise: a difference on the machine that wrote the record."""
-    return any(r["verdict"].startswith("DIFFERS") for r in rows)
+    return any(r["same_machine"] and not r["identical"] for r in rows)

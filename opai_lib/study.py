@@ -187,11 +187,11 @@ def pack_mask(mask: masks.Mask) -> dict[str, np.ndarray]:
 
 
 def mask_sha256(mask: masks.Mask) -> str:
-    """A hash of the mask's layer names, shapes and bits: equal masks, equal hashes."""
+    """A hash of the mask's layer names, shapes and packed bits: equal masks, equal hashes."""
     h = hashlib.sha256()
-    for name, m in mask.items():
+    for (name, m), bits in zip(mask.items(), pack_mask(mask).values(), strict=True):
         h.update(f"{name}{tuple(m.shape)}".encode())
-        h.update(np.packbits(m.detach().cpu().numpy().ravel()).tobytes())
+        h.update(bits.tobytes())
     return h.hexdigest()
 
 
@@ -212,13 +212,17 @@ def open_store(store: str | Path | Store) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
+def _image_size(images) -> int:
+    """Side of the images a model sees: an in-memory set's, else ImageNet's 224 crop."""
+    return images.images.shape[1] if isinstance(images, data.ImageSet) else 224
+
+
 def _compute(cfg: RunConfig, store: Store) -> tuple[dict, dict | None]:
     """Train and evaluate ``cfg``: its record and its packed mask."""
     t0 = time.perf_counter()
     train_set, test_set = run_data(cfg.dataset, cfg.train_per_class, cfg.test_per_class)
     model = models.get_model(cfg.model, train_set.num_classes, cfg.width, seed=cfg.seed)
     mask = make_mask(cfg, model, train_set)
-    image_size = train_set.images.shape[1] if isinstance(train_set, data.ImageSet) else 224
     if mask is not None:
         masks.apply_mask(model, mask)
     mask_seconds = time.perf_counter() - t0
@@ -231,7 +235,7 @@ def _compute(cfg: RunConfig, store: Store) -> tuple[dict, dict | None]:
                       precision=recipe.precision)
     record = {
         "key": cfg.key(), "config": dataclasses.asdict(cfg), **result,
-        **(masks.diagnostics(mask, models.stages(model, image_size)) if mask
+        **(masks.diagnostics(mask, models.stages(model, _image_size(train_set))) if mask
            else {"density": 1.0}),
         "mask_shapes": {n: list(m.shape) for n, m in mask.items()} if mask else {},
         "mask_sha256": mask_sha256(mask) if mask else None,

@@ -56,8 +56,8 @@ def show_progress() -> bool:
 
 
 def autocast(device: torch.device, precision: str):
-    """Mixed precision as ``precision`` resolves on ``device`` (``config.resolve_precision``)."""
-    precision = resolve_precision(precision, device.type)
+    """Mixed precision for a resolved ``precision`` ("fp32", "bf16" or "fp16"; see
+    ``config.resolve_precision``, which train and evaluate call once, not every step)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -73,6 +73,7 @@ def prepare(model: nn.Module, device: torch.device) -> nn.Module:
 def evaluate(model: nn.Module, batches, device=None, precision: str = "fp32") -> dict:
     """Top-1 accuracy and mean cross-entropy, summed over all processes under DDP."""
     device = torch.device(device) if device else next(model.parameters()).device
+    precision = resolve_precision(precision, device.type)
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
@@ -121,7 +122,8 @@ def train(model: nn.Module, train_batches, recipe: Recipe, eval_batches=None,
     steps_per_epoch = len(train_batches)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: recipe.lr_factor(step / steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16")
+    precision = resolve_precision(recipe.precision, device.type)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     history, start = [], 0
     # a damaged checkpoint is moved aside with a warning, and training starts over
@@ -147,7 +149,7 @@ def train(model: nn.Module, train_batches, recipe: Recipe, eval_batches=None,
         for x, y in bar:
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
-            with autocast(device, recipe.precision):
+            with autocast(device, precision):
                 logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -165,7 +167,7 @@ def train(model: nn.Module, train_batches, recipe: Recipe, eval_batches=None,
                   "seconds": time.perf_counter() - t0}
         if eval_batches is not None:
             record.update({f"test_{k}": v for k, v in
-                           evaluate(model, eval_batches, device, recipe.precision).items()})
+                           evaluate(model, eval_batches, device, precision).items()})
         history.append(record)
         if checkpoint and rank0:
             save_checkpoint(checkpoint, model=model.state_dict(), optimizer=opt.state_dict(),

@@ -369,3 +369,14 @@ def test_concept_set_queries_check_label_n_and_test_first():
         found.top(1, 5, "nul")  # class 1 has no concept: nothing else would notice
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         found.top(0, 0)
+
+
+def test_a_damaged_concept_cache_is_moved_aside_and_rebuilt(tmp_path):
+    from opai_lib.concepts import _cache_load_or_build
+
+    path = tmp_path / "class3.pt"
+    path.write_bytes(b"PK\x03\x04 not a whole archive")
+    with pytest.warns(UserWarning, match="class3.pt is unreadable"):
+        assert _cache_load_or_build(path, lambda: {"built": 1}, use_cache=True) == {"built": 1}
+    assert len(list(tmp_path.glob("class3.pt.corrupt-*"))) == 1
+    assert _cache_load_or_build(path, lambda: {"built": 2}, use_cache=True) == {"built": 1}

@@ -293,3 +293,9 @@ def test_network_expansion_leaves_out_dense_layers(resnet):
     e = expanders.network_expansion(mask, samples=100)
     assert e["expansion"] == pytest.approx(np.mean([r["expansion"] for r in rows]))
     assert e["density"] == pytest.approx(masks.density(mask)["total"])
+
+
+def test_options_or_keywords_never_both(resnet):
+    with pytest.raises(ValueError, match="options of expander 'rreg' must be one ExpanderOptions"):
+        expanders.expander_mask(resnet, "rreg", density=0.2,
+                                options=expanders.ExpanderOptions(), best_of=2)
