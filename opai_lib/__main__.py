@@ -1,11 +1,17 @@
-"""Command line: ``python -m opai_lib verify|compare`` (see ``opai_lib.record``)."""
+"""Command line: ``python -m opai_lib sweep|verify|compare``.
+
+``sweep EXPERIMENT`` computes the runs of one chapter's grid (``opai_lib.experiments``) into
+the profile's store, decisive cells first; ``--shard I/N`` takes every N-th run from the
+I-th, so N machines sharing the store (or not) split a chapter. ``verify`` and ``compare``
+check the published record (``opai_lib.record``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from opai_lib import record, study
+from opai_lib import config, experiments, record, study
 
 
 def _print(rows: list[dict]) -> None:
@@ -16,9 +22,51 @@ def _print(rows: list[dict]) -> None:
               f"cpu {yes[r['same_cpu']]}  threads {yes[r['same_threads']]}  {r['verdict']}")
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must be I/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"--shard I/N needs N >= 1 and 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def sweep(args) -> int:
+    """Run (or, with --list, list) the missing runs of one experiment's grid."""
+    profile = config.get_profile(args.profile)
+    runs = experiments.get_experiment(args.experiment).runs(
+        profile, args.model, args.seeds, args.decisive_seeds)
+    runs = [r for r in runs if r.decisive or not args.decisive_only][args.shard[0]::args.shard[1]]
+    store = args.store or study.store_dir(profile.name)
+    missing = [r for r, rec in zip(runs, study.finished([r.config for r in runs], store),
+                                   strict=True) if rec is None]
+    print(f"{args.experiment} on profile {profile.name}: {len(runs)} runs, {len(missing)} "
+          f"missing, store {store}", flush=True)
+    for r in missing if args.list else []:
+        print(f"  {r.config.key()}  {r.arm.criterion} {r.arm.label} s={r.sparsity:g} "
+              f"seed {r.seed}{'  (decisive)' if r.decisive else ''}")
+    if not args.list and missing:
+        study.sweep([r.config for r in missing], store, workers=args.workers)
+        print("done", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m opai_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("sweep", help="compute the runs of one experiment's grid")
+    w.add_argument("experiment", choices=sorted(experiments.EXPERIMENTS))
+    w.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
+    w.add_argument("--model", default="resnet20")
+    w.add_argument("--seeds", type=int, default=3, help="seeds of every cell (default 3)")
+    w.add_argument("--decisive-seeds", type=int, default=6,
+                   help="seeds of the decisive cells (default 6)")
+    w.add_argument("--decisive-only", action="store_true", help="only the decisive cells")
+    w.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: every N-th run from I")
+    w.add_argument("--workers", type=int, default=2, help="single-threaded processes")
+    w.add_argument("--store", default=None, help="store folder (default: the profile's)")
+    w.add_argument("--list", action="store_true", help="list the missing runs, compute none")
     v = sub.add_parser("verify", help="re-run N random records of the published record")
     v.add_argument("--n", type=int, default=3, help="how many records (default 3)")
     v.add_argument("--seed", type=int, default=None, help="seed of the random choice")
@@ -27,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("fresh", help="folder of the recomputed records")
     c.add_argument("--published", default=str(study.RECORD_DIR / "cpu"))
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        return sweep(args)
     if args.command == "verify":
         if args.n < 1:
             parser.error(f"--n must be at least 1, got {args.n}")

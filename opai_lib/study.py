@@ -275,6 +275,13 @@ def sweep(cfgs: list[RunConfig], store: str | Path | Store, workers: int = 1,
                        workers=workers, executor=executor, threads=worker_threads(workers))
 
 
+def finished(cfgs: list[RunConfig], store: str | Path | Store) -> list[dict | None]:
+    """The records of ``cfgs`` already in ``store`` (None where a run is missing), computing
+    nothing: what a chapter shows while its sweep is still running elsewhere."""
+    store = open_store(store)
+    return [store.read(cfg.key()) for cfg in cfgs]
+
+
 def _t_half_width(std: float, n: int) -> float:
     """Half-width of the 95 % t-interval of a mean of ``n`` values (NaN for one value)."""
     from scipy import stats
@@ -294,37 +301,52 @@ def config_value(record: dict, field: str):
     return tuple(value) if isinstance(value, list) else value
 
 
-def table(records: list[dict], by: list[str], value: str = "accuracy"):
-    """Mean, standard deviation, count and 95 % t-interval of ``value`` over seeds, in
-    groups of equal config fields ``by`` (dotted names allowed, see ``config_value``)."""
+def _columns(runs, fields: list[str]):
+    """A DataFrame of ``fields``: the columns of a DataFrame ``runs``, or, from a list of
+    records, their config fields (dotted names allowed, see ``config_value``) or top-level
+    values (``accuracy``)."""
     import pandas as pd
 
-    rows = [{**{k: config_value(r, k) for k in by}, value: r[value]} for r in records]
-    g = pd.DataFrame(rows).groupby(by, sort=False, dropna=False)[value]
+    if isinstance(runs, pd.DataFrame):
+        missing = sorted(set(fields) - set(runs.columns))
+        if missing:
+            raise ValueError(f"no column(s) {missing}; the table has {list(runs.columns)}")
+        return runs[fields].copy()
+    return pd.DataFrame([{k: r[k] if k in r and k != "config" else config_value(r, k)
+                          for k in fields} for r in runs], columns=fields)
+
+
+def table(runs, by: list[str], value: str = "accuracy"):
+    """Mean, standard deviation, count and 95 % t-interval of ``value`` over seeds, in
+    groups of equal ``by`` (config fields of records, or columns of a DataFrame; see
+    ``_columns``)."""
+    g = _columns(runs, [*by, value]).groupby(by, sort=False, dropna=False)[value]
     out = g.agg(["mean", "std", "count"]).reset_index()
     out["ci95"] = [_t_half_width(s, n) for s, n in zip(out["std"], out["count"], strict=True)]
     return out
 
 
-def paired_differences(records: list[dict], by: list[str], vary: str, reference,
-                       value: str = "accuracy"):
+def paired_differences(runs, by: list[str], vary: str, reference, value: str = "accuracy"):
     """``value`` of each setting of ``vary`` minus that of ``reference``, paired by seed.
 
     Within each group of equal ``by`` fields, runs are matched on their seed; a seed
     without both runs is left out. One row per group and setting: mean difference, 95 %
     t-interval half-width, number of pairs, and the per-seed differences (in seed order).
-    Fields may be dotted names (``material.name``, see ``config_value``).
+    ``runs`` are records (fields: config fields, dotted names allowed) or a DataFrame.
     """
     import pandas as pd
 
-    rows = [{**{k: config_value(r, k) for k in [*by, vary, "seed"]}, value: r[value]}
-            for r in records]
-    wide = pd.DataFrame(rows).pivot_table(index=[*by, "seed"], columns=vary, values=value)
+    wide = _columns(runs, [*by, vary, "seed", value]).pivot_table(
+        index=[*by, "seed"], columns=vary, values=value, sort=False)
+    if reference not in wide.columns:
+        raise ValueError(f"no run has {vary} = {reference!r}; there are {list(wide.columns)}")
     out = []
     for group, g in wide.groupby(level=by, sort=False):
         group = group if isinstance(group, tuple) else (group,)
         for setting in [c for c in g.columns if c != reference]:
             d = (g[setting] - g[reference]).dropna()
+            if d.empty:  # this setting has no run paired with the reference in this group
+                continue
             out.append({**dict(zip(by, group, strict=True)), vary: setting,
                         "mean": d.mean(), "ci95": _t_half_width(d.std(), len(d)),
                         "count": len(d), "per_seed": d.tolist()})

@@ -1,0 +1,325 @@
+"""The study's experiments: arms x sparsities x seeds, with the DOP paper beside them.
+
+An ``Arm`` is one row of a chapter's table: a method, the material it is fed and its
+options, under a label ("DOP", "all-ones (BN train)"). ``EXPERIMENTS`` holds each chapter's
+arms, sparsities and *decisive* cells (where the paper makes a claim); ``Experiment.runs``
+crosses them into RunConfigs, decisive cells with more seeds. Seeds count from 0 in every
+arm, so runs pair by seed: seed s draws the same initial network for every arm, and each
+arm its own material. ``frame`` turns records into one row per run, beside its mask's
+collapse diagnostics; ``effects`` pairs every arm with its method's reference arm by seed;
+``verdict`` judges an effect against the paper's by one stated rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from opai_lib import study
+from opai_lib.config import Profile, check_integer
+from opai_lib.criteria import GraspOptions, RandomOptions, SnipOptions
+from opai_lib.materials import Material
+from opai_lib.methods import METHODS
+
+CRITERION_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
+                   "iter_snip": "Iterative SNIP", "force": "FORCE", "prospr": "ProsPr",
+                   "random": "random", "magnitude": "magnitude", "dense": "dense"}
+PAPER_SPARSITIES = (0.6, 0.8, 0.9, 0.95)
+# Verdicts (``verdict``): an effect under this many points is too small to claim either way.
+MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A row of a table: ``method`` (``methods.METHODS``) fed ``material`` with ``options``
+    (None: the method's defaults), labelled for tables."""
+
+    label: str
+    method: str
+    material: Material | None = None
+    options: object = None
+
+    @property
+    def criterion(self) -> str:
+        return CRITERION_NAMES.get(self.method, self.method)
+
+    def config(self, profile: Profile, model: str, sparsity: float, seed: int
+               ) -> study.RunConfig:
+        dense = METHODS.get(self.method).kind == "dense"
+        return study.config_from_profile(profile, material=self.material, model=model,
+                                         method=self.method, options=self.options, seed=seed,
+                                         sparsity=0.0 if dense else sparsity)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of an experiment at one seed, with the config that computes it."""
+
+    arm: Arm
+    sparsity: float
+    seed: int
+    decisive: bool
+    config: study.RunConfig
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A chapter's grid: arms (built for a profile's scale), sparsities, the label of the
+    reference arm each method is compared with, and the decisive (method, label, sparsity)
+    cells that get more seeds (their reference cells with them)."""
+
+    name: str
+    arms: object  # Profile -> list[Arm]
+    reference: str
+    decisive: tuple = ()
+    sparsities: tuple = PAPER_SPARSITIES
+    doc: str = field(default="", compare=False)
+
+    def is_decisive(self, arm: Arm, sparsity: float) -> bool:
+        cells = {(m, s) for m, _, s in self.decisive}
+        return ((arm.method, arm.label, sparsity) in self.decisive
+                or (arm.label == self.reference and (arm.method, sparsity) in cells))
+
+    def runs(self, profile: Profile, model: str = "resnet20", seeds: int = 3,
+             decisive_seeds: int = 6, sparsities=None) -> list[Run]:
+        """Every run of the grid, decisive cells first, seed-major (so a sweep stopped
+        early leaves every cell with about the same number of seeds). A dense arm runs
+        once per seed, whatever the sparsities."""
+        check_integer("seeds", seeds, 1)
+        check_integer("decisive_seeds", decisive_seeds, 1)
+        sparsities = tuple(self.sparsities if sparsities is None else sparsities)
+        for s in sparsities:
+            if isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s < 1:
+                raise ValueError(f"sparsities must be numbers in (0, 1), got {s!r}")
+        cells = []
+        for arm in self.arms(profile):
+            dense = METHODS.get(arm.method).kind == "dense"
+            for s in (0.0,) if dense else sparsities:
+                decisive = not dense and self.is_decisive(arm, s)
+                cells.append((arm, s, decisive, decisive_seeds if decisive else seeds))
+        out = [Run(arm, s, seed, decisive, arm.config(profile, model, s, seed))
+               for first in (True, False) for seed in range(max(c[3] for c in cells))
+               for arm, s, decisive, n in cells if decisive == first and seed < n]
+        return out
+
+
+def samples(material: Material | None, num_classes: int) -> int:
+    """Examples a criterion is fed in all (0 for a data-free method)."""
+    return 0 if material is None else material.per_class * material.batches * num_classes
+
+
+def _scored(profile: Profile) -> tuple[int, int]:
+    """Examples per class fed to SNIP and to GraSP: the paper feeds 10 and 30 on ImageNet
+    (2 and 6 per concept of the top 5); a profile's ``score_per_class`` stands for 10."""
+    n = profile.score_per_class
+    return n, 3 * n
+
+
+def _criterion_arms(method: str, n: int, options_class, labels: tuple[str, ...]) -> list[Arm]:
+    """The material arms of one criterion, each fed ``n`` examples per class."""
+    own = options_class().bn_mode
+    made = {
+        "images": Arm("images", method, Material("image", per_class=n)),
+        "DOP": Arm("DOP", method, Material("dop", per_class=n)),
+        "random segments": Arm("random segments", method,
+                               Material("random_segment", per_class=n)),
+        "one patch": Arm("one patch", method, Material("less_patch", per_class=1)),
+    }
+    for mode in ("eval", "train"):  # constant inputs in both BatchNorm modes, let collapse
+        options = options_class(bn_mode=mode, on_collapse="allow")  # happen and show it
+        made[f"all-ones (BN {mode})"] = Arm(f"all-ones (BN {mode})", method,
+                                            Material("all_ones", per_class=n), options)
+    made["all-ones"] = made[f"all-ones (BN {own})"]
+    return [made[label] for label in labels]
+
+
+BASELINES = [Arm("dense", "dense"), Arm("random (uniform)", "random")]
+
+
+def dop_arms(profile: Profile) -> list[Arm]:
+    """Table 1 of the DOP paper: SNIP and GraSP, each fed images and DOP."""
+    snip_n, grasp_n = _scored(profile)
+    return (_criterion_arms("snip", snip_n, SnipOptions, ("images", "DOP"))
+            + _criterion_arms("grasp", grasp_n, GraspOptions, ("images", "DOP")) + BASELINES)
+
+
+ABLATION_LABELS = ("images", "DOP", "all-ones (BN eval)", "all-ones (BN train)",
+                   "random segments", "one patch")
+
+
+def ablation_arms(profile: Profile) -> list[Arm]:
+    """Figure 4: what is left of the data question when the material loses its content."""
+    snip_n, grasp_n = _scored(profile)
+    return (_criterion_arms("snip", snip_n, SnipOptions, ABLATION_LABELS)
+            + _criterion_arms("grasp", grasp_n, GraspOptions, ABLATION_LABELS))
+
+
+def stitching_arms(profile: Profile) -> list[Arm]:
+    """Table 2: GraSP fed images, DOP and Super Stitching (sigma 0.5 with as many examples,
+    0.75 with a third), beside the state of the art and data-free baselines."""
+    _, n = _scored(profile)
+    grasp = _criterion_arms("grasp", n, GraspOptions, ("images", "DOP"))
+    snip_n = profile.score_per_class
+    return grasp + [
+        Arm("stitching σ=0.5", "grasp", Material("stitch", per_class=n, sigma=0.5)),
+        Arm("stitching σ=0.75", "grasp", Material("stitch", per_class=n // 3, sigma=0.75)),
+        Arm("all-ones", "synflow"),
+        Arm("images", "iter_snip", Material("image", per_class=snip_n)),
+        Arm("images", "force", Material("image", per_class=snip_n)),
+        Arm("images", "prospr", Material("image", per_class=snip_n)),
+        Arm("random (uniform)", "random"),
+        Arm("random (ERK)", "random", options=RandomOptions(scope="erk")),
+        Arm("weights", "magnitude"),
+    ]
+
+
+EXPERIMENTS = {
+    "dop_sparsity": Experiment(
+        "dop_sparsity", dop_arms, "images",
+        decisive=tuple((m, "DOP", s) for m in ("snip", "grasp") for s in (0.9, 0.95)),
+        doc="DOP against images for SNIP and GraSP (Table 1)"),
+    "ablations": Experiment(
+        "ablations", ablation_arms, "images",
+        decisive=(("snip", "all-ones (BN eval)", 0.9), ("snip", "all-ones (BN eval)", 0.95),
+                  ("grasp", "all-ones (BN train)", 0.9), ("grasp", "all-ones (BN train)", 0.95)),
+        doc="all-ones inputs, random segments and one patch (Figure 4)"),
+    "super_stitching": Experiment(
+        "super_stitching", stitching_arms, "images",
+        decisive=(("grasp", "stitching σ=0.5", 0.95), ("grasp", "stitching σ=0.75", 0.95)),
+        sparsities=(0.9, 0.95),
+        doc="Super Stitching against the state of the art (Table 2)"),
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+# ---------------------------------------------------------------------------------------
+# From records to tables.
+
+def _last_stage(stage_share: dict) -> float:
+    """Share of the kept weights in the deepest convolutional stage."""
+    stages = sorted(s for s in stage_share if s != "head")
+    return stage_share[stages[-1]] if stages else math.nan
+
+
+def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.DataFrame:
+    """One row per run that has a record: its arm, sparsity and seed, accuracy (%), the
+    examples its criterion was fed, and the collapse diagnostics of its mask (empty
+    layers, the sparsest layer's density, the last stage's share of kept weights, in %)."""
+    if len(runs) != len(records):
+        raise ValueError(f"{len(runs)} runs but {len(records)} records")
+    rows = []
+    for run, r in zip(runs, records, strict=True):
+        if r is None:
+            continue
+        masked = bool(r.get("mask_shapes"))
+        rows.append({
+            "criterion": run.arm.criterion, "material": run.arm.label,
+            "sparsity %": round(100 * run.sparsity, 2), "seed": run.seed,
+            "accuracy %": 100 * r["accuracy"],
+            "samples": samples(run.arm.material, num_classes),
+            "empty layers": len(r["empty_layers"]) if masked else 0,
+            "sparsest layer %": 100 * r["sparsest_layer"]["density"] if masked else 100.0,
+            "last stage %": 100 * _last_stage(r["stage_share"]) if masked else math.nan,
+            "decisive": run.decisive, "key": r["key"]})
+    return pd.DataFrame(rows)
+
+
+CELL = ["criterion", "material", "sparsity %"]
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: mean accuracy with its 95 % t-interval over seeds, the number of seeds,
+    and the worst collapse diagnostics of its masks (most empty layers, sparsest layer,
+    smallest last-stage share)."""
+    acc = study.table(runs, CELL, "accuracy %")
+    worst = runs.groupby(CELL, sort=False).agg(
+        **{"samples": ("samples", "first"), "empty layers (max)": ("empty layers", "max"),
+           "sparsest layer % (min)": ("sparsest layer %", "min"),
+           "last stage % (min)": ("last stage %", "min")}).reset_index()
+    return acc.merge(worst, on=CELL)
+
+
+def effects(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each material minus ``reference`` of the same criterion and sparsity, paired by seed
+    (accuracy points): mean, 95 % interval half-width, pairs, per-seed differences."""
+    return study.paired_differences(runs, ["criterion", "sparsity %"], "material", reference,
+                                    "accuracy %")
+
+
+# ---------------------------------------------------------------------------------------
+# The paper beside us (Yang et al. 2022; ResNet-50 on ImageNet, one seed, top-1 %).
+
+PAPER_DENSE = 76.47
+PAPER = {  # (criterion, material) -> {sparsity %: accuracy %}; Tables 1 and 2
+    ("SNIP", "images"): {60: 74.00, 80: 70.94, 90: 61.06, 95: 36.43},
+    ("SNIP", "DOP"): {60: 74.29, 80: 71.15, 90: 64.12, 95: 48.14},
+    ("GraSP", "images"): {60: 73.87, 80: 71.14, 90: 67.07, 95: 61.76},
+    ("GraSP", "DOP"): {60: 74.19, 80: 71.76, 90: 67.65, 95: 60.02},
+    ("GraSP", "stitching σ=0.5"): {60: 74.14, 80: 71.57, 90: 67.59, 95: 62.70},
+    ("GraSP", "stitching σ=0.75"): {60: 73.94, 80: 71.65, 90: 68.02, 95: 62.06},
+}
+# Table 2's lower half: numbers its sources report under their own settings.
+PAPER_REPORTED = pd.DataFrame(
+    [("GraSP (Wang et al.)", "images", 37500, 68.14, None),
+     ("GraSP (de Jorge et al.)", "images", 614440, 65.4, 46.2),
+     ("GraSP (Hayou et al.)", "images", None, 66.41, 62.1),
+     ("FORCE (de Jorge et al.)", "images", 614440, 64.9, 59.0),
+     ("Iterative SNIP (de Jorge et al.)", "images", 614440, 63.7, 54.7),
+     ("SynFlow (Hayou et al.)", "all-ones", None, 66.2, 62.05),
+     ("SBP-SR (Hayou et al.)", "images", None, 67.02, 62.66),
+     ("ProsPr (Alizadeh et al.)", "images", None, 66.86, 59.62)],
+    columns=["method (source)", "material", "samples", "90 %", "95 %"])
+
+
+# Figure 4 gives curves, not numbers; its claim is the sign: all-ones inputs do worse.
+PAPER_SIGN = {(c, f"all-ones (BN {m})"): -1 for c in ("SNIP", "GraSP") for m in ("eval", "train")}
+
+
+def paper_effect(criterion: str, material: str, reference: str, sparsity_pct: float) -> float:
+    """The paper's accuracy of ``material`` minus ``reference`` (points); NaN if absent."""
+    a = PAPER.get((criterion, material), {}).get(round(sparsity_pct))
+    b = PAPER.get((criterion, reference), {}).get(round(sparsity_pct))
+    return math.nan if a is None or b is None else a - b
+
+
+def with_paper(effect_rows: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """``effects`` rows with the paper's effect (or, for Figure 4, its claimed sign) beside
+    ours, and a verdict for each (``verdict``)."""
+    out = effect_rows.copy()
+    out["paper effect"] = [paper_effect(c, m, reference, s) for c, m, s in
+                           zip(out["criterion"], out["material"], out["sparsity %"],
+                               strict=True)]
+    signs = [PAPER_SIGN.get((c, m), 0 if math.isnan(p) else int(math.copysign(1, p)) * (p != 0))
+             for c, m, p in zip(out["criterion"], out["material"], out["paper effect"],
+                                strict=True)]
+    out["verdict"] = [verdict(m, h, s) for m, h, s in
+                      zip(out["mean"], out["ci95"], signs, strict=True)]
+    return out
+
+
+def verdict(mean: float, half_width: float, paper_sign: int, margin: float = MARGIN) -> str:
+    """Our paired effect (mean and 95 % half-width) judged against the sign of the paper's
+    (+1, -1; 0 where the paper claims none):
+
+    - *supported*: the interval excludes 0 on the paper's side;
+    - *contradicted*: it excludes 0 on the other side;
+    - *smaller than* ``margin`` *points*: it includes 0 but lies inside (-margin, margin),
+      so an effect as large as the margin is ruled out;
+    - *unresolved*: otherwise (too few seeds for the effect's size)."""
+    if paper_sign not in (-1, 0, 1):
+        raise ValueError(f"paper_sign must be -1, 0 or 1, got {paper_sign!r}")
+    if math.isnan(half_width) or math.isnan(mean):
+        return "unresolved"
+    lo, hi = mean - half_width, mean + half_width
+    if paper_sign and (lo > 0 or hi < 0):
+        return "supported" if (lo > 0) == (paper_sign > 0) else "contradicted"
+    if -margin < lo and hi < margin:
+        return f"smaller than {margin:g} points"
+    return "unresolved"
