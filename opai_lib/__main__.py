@@ -35,8 +35,8 @@ def _shard(text: str) -> tuple[int, int]:
 def sweep(args) -> int:
     """Run (or, with --list, list) the missing runs of one experiment's grid."""
     profile = config.get_profile(args.profile)
-    runs = experiments.get_experiment(args.experiment).runs(
-        profile, args.model, args.seeds, args.decisive_seeds)
+    seeds, decisive = experiments.seed_counts(profile.name, args.seeds, args.decisive_seeds)
+    runs = experiments.get_experiment(args.experiment).runs(profile, args.model, seeds, decisive)
     runs = [r for r in runs if r.decisive or not args.decisive_only][args.shard[0]::args.shard[1]]
     store = args.store or study.store_dir(profile.name)
     missing = [r for r, rec in zip(runs, study.finished([r.config for r in runs], store),
@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("experiment", choices=sorted(experiments.EXPERIMENTS))
     w.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
     w.add_argument("--model", default="resnet20")
-    w.add_argument("--seeds", type=int, default=3, help="seeds of every cell (default 3)")
-    w.add_argument("--decisive-seeds", type=int, default=6,
-                   help="seeds of the decisive cells (default 6)")
+    w.add_argument("--seeds", type=int, default=None,
+                   help="seeds of every cell (default: 3; smoke profile 1)")
+    w.add_argument("--decisive-seeds", type=int, default=None,
+                   help="seeds of the decisive cells (default: 6; smoke profile 2)")
     w.add_argument("--decisive-only", action="store_true", help="only the decisive cells")
     w.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: every N-th run from I")
     w.add_argument("--workers", type=int, default=2, help="single-threaded processes")

@@ -27,6 +27,10 @@ CRITERION_NAMES = {"snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
                    "iter_snip": "Iterative SNIP", "force": "FORCE", "prospr": "ProsPr",
                    "random": "random", "magnitude": "magnitude", "dense": "dense"}
 PAPER_SPARSITIES = (0.6, 0.8, 0.9, 0.95)
+# Seeds of every cell and of the decisive cells, by profile (the smoke profile checks
+# that the chapters run, in seconds; it measures nothing).
+SEEDS = {"smoke": (1, 2)}
+DEFAULT_SEEDS = (3, 6)
 # Verdicts (``verdict``): an effect under this many points is too small to claim either way.
 MARGIN = 2.0
 
@@ -88,11 +92,15 @@ class Experiment:
         early leaves every cell with about the same number of seeds). A dense arm runs
         once per seed, whatever the sparsities."""
         check_integer("seeds", seeds, 1)
-        check_integer("decisive_seeds", decisive_seeds, 1)
-        sparsities = tuple(self.sparsities if sparsities is None else sparsities)
-        for s in sparsities:
-            if isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s < 1:
-                raise ValueError(f"sparsities must be numbers in (0, 1), got {s!r}")
+        check_integer("decisive_seeds", decisive_seeds, seeds)
+        sparsities = self.sparsities if sparsities is None else sparsities
+        if (isinstance(sparsities, str) or not hasattr(sparsities, "__iter__")
+                or not len(sparsities := tuple(sparsities))
+                or len(set(sparsities)) != len(sparsities)
+                or any(isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s < 1
+                       for s in sparsities)):
+            raise ValueError(f"sparsities must be a non-empty list of distinct numbers in "
+                             f"(0, 1), or None for {list(self.sparsities)}; got {sparsities!r}")
         cells = []
         for arm in self.arms(profile):
             dense = METHODS.get(arm.method).kind == "dense"
@@ -203,9 +211,16 @@ def get_experiment(name: str) -> Experiment:
 # From records to tables.
 
 def _last_stage(stage_share: dict) -> float:
-    """Share of the kept weights in the deepest convolutional stage."""
-    stages = sorted(s for s in stage_share if s != "head")
-    return stage_share[stages[-1]] if stages else math.nan
+    """Share of the kept weights in the deepest convolutional stage (``stage<k>``, the
+    largest k; see ``models.stages``)."""
+    stages = [s for s in stage_share if s != "head"]
+    return stage_share[max(stages, key=lambda s: int(s.removeprefix("stage")))] if stages \
+        else math.nan
+
+
+FRAME_COLUMNS = ["criterion", "material", "sparsity %", "seed", "accuracy %", "samples",
+                 "empty layers", "sparsest layer %", "last stage %", "decisive", "key", "cpu",
+                 "seconds"]
 
 
 def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.DataFrame:
@@ -215,7 +230,7 @@ def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.D
     if len(runs) != len(records):
         raise ValueError(f"{len(runs)} runs but {len(records)} records")
     rows = []
-    for run, r in zip(runs, records, strict=True):
+    for run, r in zip(runs, records, strict=True):  # strict: lengths checked above
         if r is None:
             continue
         masked = bool(r.get("mask_shapes"))
@@ -227,11 +242,24 @@ def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.D
             "empty layers": len(r["empty_layers"]) if masked else 0,
             "sparsest layer %": 100 * r["sparsest_layer"]["density"] if masked else 100.0,
             "last stage %": 100 * _last_stage(r["stage_share"]) if masked else math.nan,
-            "decisive": run.decisive, "key": r["key"]})
-    return pd.DataFrame(rows)
+            "decisive": run.decisive, "key": r["key"], "cpu": r["machine"]["cpu"],
+            "seconds": r["seconds"]})
+    return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
 
 CELL = ["criterion", "material", "sparsity %"]
+
+
+def ordered(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``rows`` sorted by ``columns``: text in order of first appearance (the grid's
+    order of arms), numbers ascending; ties keep their order."""
+    def key(col):
+        if col.dtype.kind in "biuf":
+            return col
+        first = {v: i for i, v in enumerate(dict.fromkeys(col))}
+        return col.map(first)
+
+    return rows.sort_values(columns, key=key, kind="stable").reset_index(drop=True)
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -243,14 +271,127 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
         **{"samples": ("samples", "first"), "empty layers (max)": ("empty layers", "max"),
            "sparsest layer % (min)": ("sparsest layer %", "min"),
            "last stage % (min)": ("last stage %", "min")}).reset_index()
-    return acc.merge(worst, on=CELL)
+    return ordered(acc.merge(worst, on=CELL), CELL)
 
 
-def effects(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Each material minus ``reference`` of the same criterion and sparsity, paired by seed
-    (accuracy points): mean, 95 % interval half-width, pairs, per-seed differences."""
-    return study.paired_differences(runs, ["criterion", "sparsity %"], "material", reference,
-                                    "accuracy %")
+def effects(runs: pd.DataFrame, reference: str | tuple[str, str]) -> pd.DataFrame:
+    """Accuracy points of each arm minus a reference arm at the same sparsity, paired by
+    seed: mean, 95 % interval half-width, pairs, per-seed differences. ``reference`` is a
+    material label (each criterion's arms against that criterion's) or a (criterion,
+    material) pair (every arm against that one, e.g. ``("random", "random (uniform)")``)."""
+    if isinstance(reference, str):
+        out = study.paired_differences(runs, ["criterion", "sparsity %"], "material",
+                                       reference, "accuracy %")
+        return ordered(out, CELL)
+    arms = runs.assign(arm=runs["criterion"] + ": " + runs["material"])
+    out = study.paired_differences(arms, ["sparsity %"], "arm", ": ".join(reference),
+                                   "accuracy %")
+    return ordered(out[out["arm"] != "dense: dense"], ["arm", "sparsity %"])
+
+
+def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, low: float,
+               high: float) -> pd.DataFrame:
+    """Does the gap of a material to ``reference`` widen from sparsity ``low`` to ``high``
+    (in %)? For each criterion and its material in ``materials``, per seed: (material -
+    reference at ``high``) - (the same at ``low``), over the seeds with all four runs;
+    mean, 95 % half-width, n and the per-seed values."""
+    out = []
+    for crit, material in materials.items():
+        cells = runs[(runs["criterion"] == crit) & runs["material"].isin([material, reference])
+                     & runs["sparsity %"].isin([low, high])]
+        wide = cells.pivot_table(index="seed", columns=["material", "sparsity %"],
+                                 values="accuracy %")
+        need = [(m, s) for m in (material, reference) for s in (low, high)]
+        if any(c not in wide.columns for c in need):
+            continue
+        w = wide[need].dropna()
+        d = (w[(material, high)] - w[(reference, high)]) - (w[(material, low)]
+                                                             - w[(reference, low)])
+        out.append({"criterion": crit, "material": material, "mean": d.mean(),
+                    "ci95": study.t_half_width(d.std(), len(d)), "count": len(d),
+                    "per_seed": d.tolist()})
+    return pd.DataFrame(out, columns=["criterion", "material", "mean", "ci95", "count",
+                                      "per_seed"])
+
+
+# The paper's all-ones ablation: constant inputs in each criterion's own BatchNorm mode.
+OWN_ALL_ONES = {"SNIP": f"all-ones (BN {SnipOptions().bn_mode})",
+                "GraSP": f"all-ones (BN {GraspOptions().bn_mode})"}
+
+
+def paired_sd(effect_rows: pd.DataFrame) -> float:
+    """Standard deviation of the per-seed differences, pooled over the rows of ``effects``
+    that have two pairs or more (each row's variance weighted by its pairs - 1)."""
+    num = den = 0.0
+    for d in effect_rows["per_seed"]:
+        if len(d) > 1:
+            mean = sum(d) / len(d)
+            num += sum((x - mean) ** 2 for x in d)
+            den += len(d) - 1
+    return math.sqrt(num / den) if den else math.nan
+
+
+def seed_counts(profile: str, seeds: int | None, decisive_seeds: int | None
+                ) -> tuple[int, int]:
+    """Seeds of every cell and of the decisive cells: as given, or None for the profile's
+    (``SEEDS``, else ``DEFAULT_SEEDS``)."""
+    default = SEEDS.get(profile, DEFAULT_SEEDS)
+    return (default[0] if seeds is None else seeds,
+            default[1] if decisive_seeds is None else decisive_seeds)
+
+
+def chapter(name: str, profile: str, model: str, seeds: int | None,
+            decisive_seeds: int | None, sparsities, compute: bool, workers: int
+            ) -> tuple[Profile, pd.DataFrame]:
+    """What the first cell of an experiment's notebook does: check every parameter (the
+    runs are built, so a bad one stops here, before any compute), then collect the runs'
+    table (``collect``), print what was measured on what, and glue the run count, seeds,
+    epochs and CPU-hours for the prose. Returns the profile and the table."""
+    import time
+
+    from opai_lib import config, plots
+
+    config.check_parameter(isinstance(compute, bool), "compute", compute, "True or False")
+    config.check_integer("workers", workers, 1)
+    P = config.get_profile(profile)
+    seeds, decisive_seeds = seed_counts(P.name, seeds, decisive_seeds)
+    runs = get_experiment(name).runs(P, model, seeds, decisive_seeds, sparsities)
+    train_set, _ = study.run_data(P.dataset, P.train_per_class, P.test_per_class)
+    t0 = time.perf_counter()
+    table = collect(runs, study.store_dir(P.name), train_set.num_classes, compute, workers)
+    hours = table["seconds"].sum() / 3600 if len(table) else 0.0
+    print(f"profile {P.name}: {P.dataset} ({len(train_set)} training images), {model}, "
+          f"{P.recipe.epochs} epochs, fp32 unless the profile says otherwise "
+          f"({P.recipe.precision}); {len(table)} of {len(runs)} runs in the store, read or "
+          f"computed in {time.perf_counter() - t0:.0f} s; they took {hours:.1f} CPU-hours "
+          f"on {', '.join(sorted(set(table['cpu']))) if len(table) else 'no machine yet'}")
+    plots.glue_number("seeds", seeds)
+    plots.glue_number("decisive_seeds", decisive_seeds)
+    plots.glue_number("runs", len(table))
+    plots.glue_number("planned_runs", len(runs))
+    plots.glue_number("epochs", P.recipe.epochs)
+    plots.glue_number("cpu_hours", hours)
+    return P, table
+
+
+def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest mean paired difference a two-sided paired t-test at level ``alpha``
+    detects with probability ``power`` from ``n`` pairs whose differences have standard
+    deviation ``sd`` (the usual t approximation: (t_{1-alpha/2} + t_{power}) sd / sqrt n)."""
+    from scipy import stats
+
+    check_integer("n", n, 2)
+    return (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n)
+
+
+def collect(runs: list[Run], store, num_classes: int, compute: bool = True,
+            workers: int = 2) -> pd.DataFrame:
+    """The ``frame`` of ``runs``: computing the missing ones (``study.sweep``) or, with
+    ``compute=False``, only those already in ``store`` (``study.finished``)."""
+    cfgs = [r.config for r in runs]
+    records = (study.sweep(cfgs, store, workers=workers) if compute
+               else study.finished(cfgs, store))
+    return frame(runs, records, num_classes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -282,6 +423,38 @@ PAPER_REPORTED = pd.DataFrame(
 PAPER_SIGN = {(c, f"all-ones (BN {m})"): -1 for c in ("SNIP", "GraSP") for m in ("eval", "train")}
 
 
+SHOWN = {"criterion": "criterion", "material": "material", "sparsity %": "sparsity %",
+         "samples": "samples", "count": "n", "mean": "accuracy %", "ci95": "± 95 %",
+         "paper %": "paper %", "empty layers (max)": "empty layers",
+         "sparsest layer % (min)": "sparsest layer %", "last stage % (min)": "last stage %",
+         "paper effect": "paper", "verdict": "verdict", "arm": "arm"}
+
+
+def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """A ``summary`` / ``effects`` table as the book prints it: short column names, the
+    per-seed lists and standard deviations left out, numbers rounded, no index. An effect
+    table's ``mean`` becomes ``difference``."""
+    names = dict(SHOWN)
+    if "per_seed" in rows:
+        names["mean"] = "difference"
+    keep = [c for c in rows.columns if c in names]
+    table = rows[keep].rename(columns=names).round(digits)
+    plain = [c for c in ("sparsity %", "samples", "n", "empty layers") if c in table]
+    return table.style.hide(axis="index").format(precision=digits, na_rep="–").format(
+        "{:g}", subset=plain)
+
+
+def beside_paper(summary_rows: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` rows with the paper's accuracy of the same cell (%, NaN where it has
+    none; the dense row gets its dense ResNet-50)."""
+    out = summary_rows.copy()
+    out["paper %"] = [PAPER_DENSE if c == "dense" else
+                      PAPER.get((c, m), {}).get(round(s), math.nan)
+                      for c, m, s in zip(out["criterion"], out["material"], out["sparsity %"],
+                                         strict=True)]
+    return out
+
+
 def paper_effect(criterion: str, material: str, reference: str, sparsity_pct: float) -> float:
     """The paper's accuracy of ``material`` minus ``reference`` (points); NaN if absent."""
     a = PAPER.get((criterion, material), {}).get(round(sparsity_pct))
@@ -310,8 +483,9 @@ def verdict(mean: float, half_width: float, paper_sign: int, margin: float = MAR
 
     - *supported*: the interval excludes 0 on the paper's side;
     - *contradicted*: it excludes 0 on the other side;
-    - *smaller than* ``margin`` *points*: it includes 0 but lies inside (-margin, margin),
-      so an effect as large as the margin is ruled out;
+    - *smaller than* ``margin`` *points*: otherwise, when it lies inside (-margin, margin),
+      so an effect as large as the margin is ruled out (with no claim to check, whether
+      or not it includes 0);
     - *unresolved*: otherwise (too few seeds for the effect's size)."""
     if paper_sign not in (-1, 0, 1):
         raise ValueError(f"paper_sign must be -1, 0 or 1, got {paper_sign!r}")

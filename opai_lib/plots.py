@@ -25,6 +25,37 @@ def glue_number(key: str, value) -> float | int:
     return number
 
 
+def slug(*parts) -> str:
+    """A glue key from labels and numbers: ``("GraSP", "stitching σ=0.5", 95.0)`` ->
+    ``grasp_stitching_sigma_0_5_95``."""
+    import re
+
+    text = "_".join(f"{p:g}" if isinstance(p, float) else str(p) for p in parts)
+    text = text.lower().replace("σ", "sigma").replace(".", "_")
+    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
+
+
+def glue_effects(effects: pd.DataFrame, label: str = "material", prefix: str = ""
+                 ) -> list[str]:
+    """Glue the mean, 95 % half-width and pair count of every row of
+    ``experiments.effects`` under ``slug(prefix, criterion, label, sparsity)`` (the columns
+    it has) + ``_mean`` / ``_ci95`` / ``_n``, and its verdict as text if it has one; returns
+    the keys, for the prose."""
+    from myst_nb import glue
+
+    keys = []
+    for _, row in effects.iterrows():
+        key = slug(prefix, *[row[c] for c in ("criterion", label, "sparsity %")
+                             if c in row.index])
+        glue_number(f"{key}_mean", row["mean"])
+        glue_number(f"{key}_ci95", row["ci95"])
+        glue_number(f"{key}_n", row["count"])
+        if "verdict" in row.index:
+            glue(f"{key}_verdict", row["verdict"], display=False)
+        keys.append(key)
+    return keys
+
+
 def short_layer_name(name: str) -> str:
     """``layer2.0.conv1.weight`` -> ``layer2.0.conv1``."""
     return name.removesuffix(".weight")
@@ -57,4 +88,49 @@ def layer_density_plot(densities: pd.DataFrame, ax=None, log: bool = False,
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return ax
+
+
+def accuracy_curves(summary: pd.DataFrame, dense: float | None = None, axes=None):
+    """Mean accuracy (%) against sparsity with 95 % intervals, one panel per criterion and
+    one line per material (``experiments.summary`` rows); ``dense``: a dashed reference."""
+    criteria = list(dict.fromkeys(summary["criterion"]))
+    if axes is None:
+        _, axes = plt.subplots(1, len(criteria), figsize=(4.2 * len(criteria), 3.4),
+                               sharey=True, squeeze=False)
+        axes = axes[0]
+    for ax, crit in zip(axes, criteria, strict=True):
+        for material, g in summary[summary["criterion"] == crit].groupby("material",
+                                                                         sort=False):
+            ax.errorbar(g["sparsity %"], g["mean"], yerr=g["ci95"].fillna(0), marker="o",
+                        capsize=3, label=material)
+        if dense is not None:
+            ax.axhline(dense, color="grey", ls="--", lw=1, label="dense")
+        ax.set_title(crit)
+        ax.set_xlabel("sparsity (%)")
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
+    return axes
+
+
+def effect_intervals(effects: pd.DataFrame, label: str = "material", ax=None,
+                     margin: float | None = None):
+    """Paired differences (``experiments.effects`` rows) as points with 95 % intervals, one
+    row per (criterion, sparsity, ``label``); a zero line and, with ``margin``, the band of
+    effects too small to claim."""
+    rows = effects.reset_index(drop=True)
+    names = [" | ".join(str(v) for v in r) for r in
+             rows[[c for c in ("criterion", "sparsity %", label) if c in rows]].itertuples(
+                 index=False)]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 0.32 * len(rows) + 1.0))
+    y = np.arange(len(rows))
+    ax.errorbar(rows["mean"], y, xerr=rows["ci95"].fillna(0), fmt="o", capsize=3)
+    ax.axvline(0, color="black", lw=1)
+    if margin:
+        ax.axvspan(-margin, margin, color="grey", alpha=0.15, lw=0)
+    ax.set_yticks(y)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy difference, paired by seed (points)")
     return ax

@@ -282,7 +282,7 @@ def finished(cfgs: list[RunConfig], store: str | Path | Store) -> list[dict | No
     return [store.read(cfg.key()) for cfg in cfgs]
 
 
-def _t_half_width(std: float, n: int) -> float:
+def t_half_width(std: float, n: int) -> float:
     """Half-width of the 95 % t-interval of a mean of ``n`` values (NaN for one value)."""
     from scipy import stats
 
@@ -322,7 +322,7 @@ def table(runs, by: list[str], value: str = "accuracy"):
     ``_columns``)."""
     g = _columns(runs, [*by, value]).groupby(by, sort=False, dropna=False)[value]
     out = g.agg(["mean", "std", "count"]).reset_index()
-    out["ci95"] = [_t_half_width(s, n) for s, n in zip(out["std"], out["count"], strict=True)]
+    out["ci95"] = [t_half_width(s, n) for s, n in zip(out["std"], out["count"], strict=True)]
     return out
 
 
@@ -338,16 +338,19 @@ def paired_differences(runs, by: list[str], vary: str, reference, value: str = "
 
     wide = _columns(runs, [*by, vary, "seed", value]).pivot_table(
         index=[*by, "seed"], columns=vary, values=value, sort=False)
+    columns = [*by, vary, "mean", "ci95", "count", "per_seed"]
+    if wide.empty:
+        return pd.DataFrame(columns=columns)
     if reference not in wide.columns:
         raise ValueError(f"no run has {vary} = {reference!r}; there are {list(wide.columns)}")
     out = []
-    for group, g in wide.groupby(level=by, sort=False):
+    for group, g in wide.groupby(level=by if len(by) > 1 else by[0], sort=False):
         group = group if isinstance(group, tuple) else (group,)
         for setting in [c for c in g.columns if c != reference]:
             d = (g[setting] - g[reference]).dropna()
             if d.empty:  # this setting has no run paired with the reference in this group
                 continue
             out.append({**dict(zip(by, group, strict=True)), vary: setting,
-                        "mean": d.mean(), "ci95": _t_half_width(d.std(), len(d)),
+                        "mean": d.mean(), "ci95": t_half_width(d.std(), len(d)),
                         "count": len(d), "per_seed": d.tolist()})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=columns)

@@ -1,0 +1,102 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Ablations: what is left when the material loses its content
+#
+# If SNIP and GraSP did not depend on their input, any input would give the same mask and
+# the same accuracy. Yang et al. {cite}`yang2022dop` (section 4.2, Figure 4) test this by
+# taking content away from the material step by step:
+#
+# - **all-ones**: every input is a tensor of ones (with the real labels): no content at all;
+# - **random segments**: superpixels of the class's images picked at random rather than by
+#   concept (the same segmentation and canvas as DOP);
+# - **one patch**: a single discriminative patch per class instead of ten or thirty.
+#
+# They report that all-ones does worse in every trial, by more as sparsity grows; that
+# random segments match DOP at low sparsity and fall behind at high; and that one patch
+# does worse than DOP, GraSP more so. Figure 4 gives curves, not numbers, so this chapter
+# compares signs with the paper, not sizes.
+#
+# One ablation hides a trap. A constant input gives each channel of the first convolution
+# the same value at every position of every example, except along the zero-padded border.
+# In *train* mode, BatchNorm subtracts the batch mean, so what the network passes on is
+# mostly the border; in *eval* mode at initialisation BatchNorm is the identity and the
+# constant flows through. The official SNIP code scores in eval mode and the official GraSP
+# code in train mode, so the paper's all-ones result may be a BatchNorm effect rather than a
+# data effect. We score all-ones in **both** modes, labelled, and print beside every row what
+# its masks look like: empty layers, the sparsest layer's density, and the share of kept
+# weights in the last stage. A mask that starves a stage is shown as such, not averaged in.
+
+# %% tags=["parameters"]
+profile = "cpu"
+model_name = "resnet20"
+seeds = None  # seeds of every cell (0, 1, ..., seeds - 1, paired); None: 3 (smoke: 1)
+decisive_seeds = None  # seeds of all-ones and images at 90, 95 %; None: 6 (smoke: 2)
+sparsities = None  # None: the paper's 60, 80, 90 and 95 %
+compute = True  # False: show only the runs already in the store, compute none
+workers = 2  # single-threaded training processes
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+from opai_lib import experiments, plots
+
+plots.setup_style()
+P, table = experiments.chapter("ablations", profile, model_name, seeds, decisive_seeds,
+                               sparsities, compute, workers)
+
+# %% [markdown]
+# ## Accuracy and the masks behind it
+#
+# Means over seeds with 95 % intervals. SNIP's own BatchNorm mode is eval, GraSP's is
+# train: the all-ones arm in the criterion's own mode is the paper's ablation, the other
+# mode shows how much of it BatchNorm decides.
+
+# %%
+summary = experiments.summary(table)
+plots.accuracy_curves(summary)
+plt.show()
+display(experiments.shown(summary))
+
+# %% [markdown]
+# ## Each ablation minus images, seed by seed
+#
+# The verdict compares the sign of our paired difference with the paper's claim (all-ones
+# worse than images); the other ablations have no claim against images in the paper, so
+# their verdict can only be *smaller than 2 points* or *unresolved*, or it says the
+# difference is real without a claim to check.
+
+# %%
+ablation = experiments.with_paper(experiments.effects(table, "images"), "images")
+plots.effect_intervals(ablation, margin=experiments.MARGIN)
+plt.show()
+display(experiments.shown(ablation))
+_ = plots.glue_effects(ablation)
+
+# %% [markdown]
+# ## Does the all-ones gap grow with sparsity?
+#
+# The paper's second claim: the gap between all-ones and images widens as sparsity grows.
+# Per seed, the gap at 95 % minus the gap at 90 % (negative: wider at 95 %), for the
+# all-ones arm in each criterion's own BatchNorm mode.
+
+# %%
+growth = experiments.gap_growth(table, experiments.OWN_ALL_ONES, "images", 90, 95)
+display(experiments.shown(growth))
+_ = plots.glue_effects(growth, label="", prefix="growth")
+
+# %% [markdown]
+# SNIP's all-ones gap changes by {glue:text}`growth_snip_mean:.1f` ±
+# {glue:text}`growth_snip_ci95:.1f` points from 90 to 95 %, GraSP's by
+# {glue:text}`growth_grasp_mean:.1f` ± {glue:text}`growth_grasp_ci95:.1f`
+# (95 % intervals; the conclusions judge both). Where an interval includes zero, this budget
+# cannot tell whether the gap grows.
