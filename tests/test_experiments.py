@@ -5,6 +5,7 @@ Nothing here trains a network: grids are RunConfigs (cheap to build), records ar
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
@@ -531,3 +532,373 @@ def test_cli_unknown_experiment(tmp_path, capsys, no_compute):
     with pytest.raises(SystemExit):
         cli.main(["sweep", "nope", "--list", "--store", str(tmp_path)])
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# Hand-made run tables (the columns ``frame`` gives that the functions below read)
+
+RUN_COLUMNS = ["criterion", "material", "sparsity %", "seed", "accuracy %"]
+
+
+def runs_table(rows):
+    """A run table from (criterion, material, sparsity %, seed, accuracy %) tuples."""
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def cells(criterion, accuracies):
+    """Rows of one criterion from {(material, sparsity %): [accuracy of seed 0, 1, ...]};
+    None: no run for that seed."""
+    return [(criterion, m, float(s), seed, float(a))
+            for (m, s), values in accuracies.items()
+            for seed, a in enumerate(values) if a is not None]
+
+
+# ---------------------------------------------------------------------------------------
+# detectable_effect
+
+
+def t_formula(sd, n, power=0.8, alpha=0.05):
+    return (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n)
+
+
+@pytest.mark.parametrize("sd, n, power, alpha", [
+    (1.0, 2, 0.8, 0.05), (2.0, 6, 0.8, 0.05), (0.5, 10, 0.9, 0.05), (3.0, 34, 0.8, 0.01),
+    (1.5, 100, 0.5, 0.1)])
+def test_detectable_effect_is_the_t_formula(sd, n, power, alpha):
+    assert E.detectable_effect(sd, n, power, alpha) == pytest.approx(
+        t_formula(sd, n, power, alpha))
+
+
+def test_detectable_effect_anchors():
+    # sd 2: (2.5706 + 0.9195) * 2 / sqrt(6) = 2.850; (2.0345 + 0.8527) * 2 / sqrt(34) = 0.990
+    assert E.detectable_effect(2.0, 6) == pytest.approx(2.85, abs=0.005)
+    assert E.detectable_effect(2.0, 34) == pytest.approx(0.99, abs=0.005)
+    assert E.detectable_effect(4.0, 6) == pytest.approx(2 * E.detectable_effect(2.0, 6))
+    # a higher power or a stricter level needs a larger effect
+    assert E.detectable_effect(1.0, 6, power=0.9) > E.detectable_effect(1.0, 6)
+    assert E.detectable_effect(1.0, 6, alpha=0.01) > E.detectable_effect(1.0, 6)
+
+
+def test_detectable_effect_decreases_with_pairs():
+    values = [E.detectable_effect(1.0, n) for n in range(2, 60)]
+    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+
+
+@pytest.mark.parametrize("n", [1, 0, -3, 2.0, True])
+def test_detectable_effect_needs_two_pairs(n):
+    with pytest.raises(ValueError, match="n must be an integer >= 2"):
+        E.detectable_effect(1.0, n)
+
+
+def test_detectable_effect_has_its_power_by_simulation():
+    """With the true mean difference at the detectable effect, a paired t-test at 5 %
+    rejects in about 80 % of repetitions."""
+    n, reps = 10, 4000
+    delta = E.detectable_effect(1.0, n)
+    rng = np.random.default_rng(12345)
+    differences = rng.normal(delta, 1.0, size=(reps, n))
+    p = stats.ttest_1samp(differences, 0.0, axis=1).pvalue
+    assert 0.74 <= (p < 0.05).mean() <= 0.86
+    # the same power from the noncentral t distribution (no simulation)
+    crit, ncp = stats.t.ppf(0.975, n - 1), delta * math.sqrt(n)
+    exact = stats.nct.sf(crit, n - 1, ncp) + stats.nct.cdf(-crit, n - 1, ncp)
+    assert 0.76 <= exact <= 0.84
+
+
+# ---------------------------------------------------------------------------------------
+# paired_sd
+
+
+def test_paired_sd_pools_by_pairs():
+    rows = pd.DataFrame({"per_seed": [[1.0, 2.0, 3.0], [0.0, 4.0], [7.0]]})
+    # squares about the mean: 1 + 0 + 1 = 2 (2 degrees of freedom), 4 + 4 = 8 (1)
+    assert E.paired_sd(rows) == pytest.approx(math.sqrt((2 + 8) / (2 + 1)))
+    assert E.paired_sd(rows.iloc[:1]) == pytest.approx(1.0)
+    assert E.paired_sd(rows.iloc[1:]) == pytest.approx(math.sqrt(8.0))  # the single is ignored
+
+
+def test_paired_sd_nan_without_two_pairs():
+    assert math.isnan(E.paired_sd(pd.DataFrame({"per_seed": [[1.0], [3.0]]})))
+    assert math.isnan(E.paired_sd(pd.DataFrame({"per_seed": []})))
+
+
+# ---------------------------------------------------------------------------------------
+# gap_growth
+
+# SNIP, per seed (DOP - images at 95) - (DOP - images at 90):
+# seed 0: (45 - 40) - (61 - 60) = 4; seed 1: (46 - 44) - (62 - 62) = 2;
+# seed 2: (50 - 42) - (63 - 61) = 6; seed 3 has no DOP run at 95 %: dropped.
+GAP_SNIP = {("images", 90): [60, 62, 61, 70], ("images", 95): [40, 44, 42, 50],
+            ("DOP", 90): [61, 62, 63, 71], ("DOP", 95): [45, 46, 50, None],
+            ("images", 80): [1, 1, 1, 1], ("DOP", 80): [99, 99, 99, 99],  # other sparsity
+            ("one patch", 95): [0, 0, 0, 0]}  # other material
+
+
+def test_gap_growth_per_seed():
+    runs = runs_table(cells("SNIP", GAP_SNIP))
+    out = E.gap_growth(runs, {"SNIP": "DOP"}, "images", 90, 95)
+    assert list(out.columns) == ["criterion", "material", "mean", "ci95", "count", "per_seed"]
+    assert len(out) == 1
+    row = out.iloc[0]
+    assert (row["criterion"], row["material"]) == ("SNIP", "DOP")
+    assert row["per_seed"] == pytest.approx([4.0, 2.0, 6.0])
+    assert row["count"] == 3 and row["mean"] == pytest.approx(4.0)
+    # the sample standard deviation of {4, 2, 6} is 2
+    assert row["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * 2 / math.sqrt(3))
+    # float sparsities name the same cells
+    again = E.gap_growth(runs, {"SNIP": "DOP"}, "images", 90.0, 95.0).iloc[0]
+    assert again["per_seed"] == pytest.approx([4.0, 2.0, 6.0])
+    # the other way round: the gap from 95 to 90 is the negative
+    back = E.gap_growth(runs, {"SNIP": "DOP"}, "images", 95, 90).iloc[0]
+    assert back["per_seed"] == pytest.approx([-4.0, -2.0, -6.0])
+
+
+def test_gap_growth_leaves_out_a_criterion_missing_a_cell():
+    grasp = {("images", 90): [50, 51], ("images", 95): [30, 31], ("DOP", 90): [52, 53]}
+    runs = runs_table(cells("SNIP", GAP_SNIP) + cells("GraSP", grasp))
+    out = E.gap_growth(runs, {"GraSP": "DOP", "SNIP": "DOP", "SynFlow": "DOP"}, "images",
+                       90, 95)
+    assert out["criterion"].tolist() == ["SNIP"]
+    # a sparsity no run has: nothing
+    assert E.gap_growth(runs, {"SNIP": "DOP"}, "images", 90, 60).empty
+
+
+def test_gap_growth_own_all_ones():
+    assert E.OWN_ALL_ONES == {"SNIP": "all-ones (BN eval)", "GraSP": "all-ones (BN train)"}
+    snip = {("images", 90): [60, 60], ("images", 95): [40, 40],
+            ("all-ones (BN eval)", 90): [55, 56], ("all-ones (BN eval)", 95): [30, 29],
+            ("all-ones (BN train)", 90): [0, 0], ("all-ones (BN train)", 95): [0, 0]}
+    grasp = {("images", 90): [60, 62], ("images", 95): [50, 52],
+             ("all-ones (BN train)", 90): [58, 60], ("all-ones (BN train)", 95): [49, 47],
+             ("all-ones (BN eval)", 90): [10, 10], ("all-ones (BN eval)", 95): [90, 90]}
+    runs = runs_table(cells("SNIP", snip) + cells("GraSP", grasp))
+    out = E.gap_growth(runs, E.OWN_ALL_ONES, "images", 90, 95).set_index("criterion")
+    assert out.loc["SNIP", "material"] == "all-ones (BN eval)"
+    # (30 - 40) - (55 - 60) = -5; (29 - 40) - (56 - 60) = -7
+    assert out.loc["SNIP", "per_seed"] == pytest.approx([-5.0, -7.0])
+    assert out.loc["GraSP", "material"] == "all-ones (BN train)"
+    # (49 - 50) - (58 - 60) = 1; (47 - 52) - (60 - 62) = -3
+    assert out.loc["GraSP", "per_seed"] == pytest.approx([1.0, -3.0])
+    assert out.loc["GraSP", "mean"] == pytest.approx(-1.0)
+
+
+def test_gap_growth_on_no_runs():
+    out = E.gap_growth(runs_table([]), E.OWN_ALL_ONES, "images", 90, 95)
+    assert out.empty
+    assert list(out.columns) == ["criterion", "material", "mean", "ci95", "count", "per_seed"]
+
+
+# ---------------------------------------------------------------------------------------
+# seed_counts and the checks of Experiment.runs
+
+
+@pytest.mark.parametrize("profile, seeds, decisive, expected", [
+    ("smoke", None, None, (1, 2)), ("cpu", None, None, (3, 6)),
+    ("smoke", 4, 5, (4, 5)), ("cpu", 1, None, (1, 6)), ("cpu", None, 9, (3, 9)),
+    ("smoke", None, 7, (1, 7)), ("some other profile", None, None, (3, 6))])
+def test_seed_counts(profile, seeds, decisive, expected):
+    assert E.seed_counts(profile, seeds, decisive) == expected
+
+
+def test_runs_decisive_seeds_at_least_seeds():
+    with pytest.raises(ValueError, match="decisive_seeds"):
+        E.EXPERIMENTS["dop_sparsity"].runs(CPU, seeds=4, decisive_seeds=3)
+    runs = E.EXPERIMENTS["super_stitching"].runs(CPU, seeds=2, decisive_seeds=2)
+    assert len(runs) == 22 * 2  # 11 arms x 2 sparsities, 2 seeds each
+
+
+@pytest.mark.parametrize("sparsities", [(), [], (0.9, 0.9), [0.6, 0.9, 0.6], 0.9, "0.9", 1,
+                                        (True,), (0.9, None), (0.9, math.nan)])
+def test_runs_reject_bad_sparsities(sparsities):
+    with pytest.raises(ValueError, match="sparsities"):
+        E.EXPERIMENTS["dop_sparsity"].runs(CPU, sparsities=sparsities)
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="library bug: an unhashable item reaches set() before the number "
+                          "check, so a TypeError, not the ValueError naming sparsities")
+def test_runs_reject_unhashable_sparsities():
+    with pytest.raises(ValueError, match="sparsities"):
+        E.EXPERIMENTS["dop_sparsity"].runs(CPU, sparsities=[[0.9]])
+
+
+def test_runs_accept_any_iterable_of_sparsities():
+    for given in ([0.9], (0.9,), iter([0.9]), np.array([0.9])):
+        runs = E.EXPERIMENTS["dop_sparsity"].runs(CPU, sparsities=given)
+        assert {r.sparsity for r in runs if r.arm.method != "dense"} == {0.9}
+
+
+# ---------------------------------------------------------------------------------------
+# effects against one arm
+
+
+def test_effects_against_one_arm():
+    runs = runs_table(
+        cells("SNIP", {("images", 90): [60, 62, 61], ("DOP", 90): [63, 63, 60],
+                       ("images", 95): [40, 41], ("DOP", 95): [44, None]})
+        + cells("GraSP", {("images", 90): [66, 64], ("images", 95): [50, 51, 52]})
+        + cells("random", {("random (uniform)", 90): [58, 59, 57],
+                           ("random (uniform)", 95): [45, 47]})
+        + [("dense", "dense", 0.0, s, 80.0 + s) for s in range(3)])
+    out = E.effects(runs, ("random", "random (uniform)"))
+    assert list(out.columns) == ["sparsity %", "arm", "mean", "ci95", "count", "per_seed"]
+    got = {(r["arm"], r["sparsity %"]): r["per_seed"] for _, r in out.iterrows()}
+    assert got == {  # minus random at the same sparsity and seed
+        ("SNIP: images", 90): pytest.approx([2.0, 3.0, 4.0]),
+        ("SNIP: images", 95): pytest.approx([-5.0, -6.0]),
+        ("SNIP: DOP", 90): pytest.approx([5.0, 4.0, 3.0]),
+        ("SNIP: DOP", 95): pytest.approx([-1.0]),
+        ("GraSP: images", 90): pytest.approx([8.0, 5.0]),
+        ("GraSP: images", 95): pytest.approx([5.0, 4.0]),  # seed 2 has no random run
+    }
+    # arms in order of appearance, sparsities ascending within an arm
+    assert list(zip(out["arm"], out["sparsity %"], strict=True)) == [
+        ("SNIP: images", 90), ("SNIP: images", 95), ("SNIP: DOP", 90), ("SNIP: DOP", 95),
+        ("GraSP: images", 90), ("GraSP: images", 95)]
+    row = out.iloc[0]
+    assert row["mean"] == pytest.approx(3.0) and row["count"] == 3
+    assert row["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) / math.sqrt(3))
+    assert math.isnan(out.iloc[3]["ci95"])  # one pair
+    # against SNIP fed images: random is an arm like the others, the reference is not
+    other = E.effects(runs, ("SNIP", "images"))
+    assert "SNIP: images" not in set(other["arm"]) and "dense: dense" not in set(other["arm"])
+    rand = other[other["arm"] == "random: random (uniform)"].set_index("sparsity %")
+    assert rand.loc[90, "per_seed"] == pytest.approx([-2.0, -3.0, -4.0])
+    # the dense arm is left out even where the reference has runs at its sparsity (0 %)
+    at_zero = pd.concat([runs, runs_table([("random", "random (uniform)", 0.0, s, 10.0)
+                                           for s in range(3)])])
+    paired = E.effects(at_zero, ("random", "random (uniform)"))
+    assert "dense: dense" not in set(paired["arm"]) and 0.0 not in set(paired["sparsity %"])
+    assert len(paired) == 6
+
+
+# ---------------------------------------------------------------------------------------
+# beside_paper
+
+
+def test_beside_paper():
+    rows = pd.DataFrame(
+        [("SNIP", "DOP", 90.0, 50.0), ("SNIP", "images", 95.0, 30.0),
+         ("GraSP", "stitching σ=0.75", 95.0, 40.0), ("dense", "dense", 0.0, 70.0),
+         ("SNIP", "random segments", 90.0, 45.0), ("SNIP", "DOP", 70.0, 55.0),
+         ("random", "random (uniform)", 90.0, 35.0), ("FORCE", "images", 90.0, 44.0)],
+        columns=["criterion", "material", "sparsity %", "mean"])
+    out = E.beside_paper(rows)
+    paper = out["paper %"].tolist()
+    assert paper[:4] == [64.12, 36.43, 62.06, 76.47]  # Tables 1 and 2; the dense ResNet-50
+    assert E.PAPER_DENSE == 76.47
+    assert all(math.isnan(p) for p in paper[4:])
+    assert "paper %" not in rows  # the input is left as it was
+    assert out.drop(columns="paper %").equals(rows)
+
+
+# ---------------------------------------------------------------------------------------
+# ordered
+
+
+def test_ordered_text_by_appearance_numbers_ascending_stable():
+    rows = pd.DataFrame({"material": ["images", "DOP", "images", "all-ones", "DOP"],
+                         "sparsity %": [95.0, 90.0, 90.0, 60.0, 90.0],
+                         "tag": ["a", "b", "c", "d", "e"]}, index=[10, 11, 12, 13, 14])
+    out = E.ordered(rows, ["material", "sparsity %"])
+    assert out["tag"].tolist() == ["c", "a", "b", "e", "d"]  # not alphabetical; b, e tie
+    assert out.index.tolist() == [0, 1, 2, 3, 4]
+    by_number = E.ordered(rows, ["sparsity %"])
+    assert by_number["tag"].tolist() == ["d", "b", "c", "e", "a"]  # the ties keep their order
+    ints = pd.DataFrame({"n": [3, 1, 2, 1], "tag": list("wxyz")})
+    assert E.ordered(ints, ["n"])["tag"].tolist() == ["x", "z", "y", "w"]
+    assert rows["tag"].tolist() == ["a", "b", "c", "d", "e"]  # the input is left as it was
+
+
+# ---------------------------------------------------------------------------------------
+# shown
+
+
+SUMMARY_ROWS = pd.DataFrame(
+    [("SNIP", "DOP", 90.0, 61.256, 1.5, 3, 2.1234, 100, 2, 1.234, 15.0, 64.12),
+     ("dense", "dense", 0.0, 80.0, math.nan, 1, math.nan, 0, 0, 100.0, math.nan, 76.47)],
+    columns=["criterion", "material", "sparsity %", "mean", "std", "count", "ci95", "samples",
+             "empty layers (max)", "sparsest layer % (min)", "last stage % (min)", "paper %"])
+
+
+def test_shown_summary():
+    styled = E.shown(SUMMARY_ROWS)
+    assert isinstance(styled, pd.io.formats.style.Styler)
+    assert list(styled.data.columns) == [
+        "criterion", "material", "sparsity %", "accuracy %", "n", "± 95 %", "samples",
+        "empty layers", "sparsest layer %", "last stage %", "paper %"]
+    assert styled.data["accuracy %"].tolist() == [61.26, 80.0]  # rounded to 2 digits
+    html = styled.to_html()
+    assert "61.26" in html and "2.12" in html and "1.23" in html
+    assert ">90<" in html and ">90.00<" not in html  # sparsity as a plain number
+    assert "–" in html and "nan" not in html.lower()  # the dense row's missing values
+    assert ">std<" not in html
+    assert list(SUMMARY_ROWS.columns)[3] == "mean"  # the input is left as it was
+
+
+def test_shown_effects():
+    rows = pd.DataFrame(
+        [("SNIP", 90.0, "DOP", 2.0, 2.484, 3, [1.0, 2.0, 3.0], 3.06, "unresolved"),
+         ("GraSP", 95.0, "DOP", -1.0, math.nan, 1, [-1.0], -1.74, "unresolved")],
+        columns=["criterion", "sparsity %", "material", "mean", "ci95", "count", "per_seed",
+                 "paper effect", "verdict"])
+    styled = E.shown(rows)
+    assert list(styled.data.columns) == ["criterion", "sparsity %", "material", "difference",
+                                         "± 95 %", "n", "paper", "verdict"]
+    html = styled.to_html()
+    assert "2.48" in html and "–" in html and "per_seed" not in html and "[1.0" not in html
+    cross = rows.drop(columns=["criterion", "material", "paper effect", "verdict"]).assign(
+        arm=["SNIP: DOP", "GraSP: DOP"])
+    assert list(E.shown(cross).data.columns) == ["sparsity %", "difference", "± 95 %", "n",
+                                                  "arm"]
+    # without per-seed differences, a mean is an accuracy
+    assert "accuracy %" in E.shown(rows.drop(columns="per_seed")).data.columns
+
+
+def test_shown_digits():
+    styled = E.shown(SUMMARY_ROWS, digits=1)
+    assert styled.data["accuracy %"].tolist() == [61.3, 80.0]
+    assert "61.3" in styled.to_html()
+
+
+# ---------------------------------------------------------------------------------------
+# Zero records: empty tables, not errors
+
+SUMMARY_COLUMNS = ["criterion", "material", "sparsity %", "mean", "std", "count", "ci95",
+                   "samples", "empty layers (max)", "sparsest layer % (min)",
+                   "last stage % (min)"]
+EFFECT_COLUMNS = ["criterion", "sparsity %", "material", "mean", "ci95", "count", "per_seed"]
+
+
+def test_tables_of_no_records(grids):
+    runs = grids["dop_sparsity"][:4]
+    for table in (E.frame([], [], CIFAR_CLASSES), E.frame(runs, [None] * 4, CIFAR_CLASSES)):
+        assert table.empty and list(table.columns) == E.FRAME_COLUMNS
+        summary = E.summary(table)
+        assert summary.empty and list(summary.columns) == SUMMARY_COLUMNS
+        beside = E.beside_paper(summary)
+        assert beside.empty and list(beside.columns) == [*SUMMARY_COLUMNS, "paper %"]
+        effects = E.effects(table, "images")
+        assert effects.empty and list(effects.columns) == EFFECT_COLUMNS
+        judged = E.with_paper(effects, "images")
+        assert judged.empty
+        assert list(judged.columns) == [*EFFECT_COLUMNS, "paper effect", "verdict"]
+        against = E.effects(table, ("random", "random (uniform)"))
+        assert against.empty
+        assert list(against.columns) == ["sparsity %", "arm", "mean", "ci95", "count",
+                                         "per_seed"]
+        assert math.isnan(E.paired_sd(effects))
+        E.shown(beside).to_html()
+        E.shown(judged).to_html()
+
+
+# ---------------------------------------------------------------------------------------
+# _last_stage
+
+
+def test_last_stage_is_the_largest_number():
+    assert E._last_stage({"stage9": 0.3, "stage10": 0.2, "stage2": 0.4, "head": 0.1}) == 0.2
+    assert E._last_stage({"stage1": 0.6, "stage2": 0.4}) == 0.4
+    assert E._last_stage({"head": 0.5, "stage1": 0.5}) == 0.5
+    assert math.isnan(E._last_stage({"head": 1.0}))
+    assert math.isnan(E._last_stage({}))
