@@ -55,6 +55,7 @@ P, table = experiments.chapter("ablations", profile, model_name, seeds, decisive
                                sparsities, compute, workers)
 
 # %% [markdown]
+# (ablation-table)=
 # ## Accuracy and the masks behind it
 #
 # Means over seeds with 95 % intervals. SNIP's own BatchNorm mode is eval, GraSP's is
@@ -68,6 +69,7 @@ plt.show()
 display(experiments.shown(summary))
 
 # %% [markdown]
+# (ablation-effects)=
 # ## Each ablation minus images, seed by seed
 #
 # The verdict compares the sign of our paired difference with the paper's claim (all-ones
@@ -83,6 +85,7 @@ display(experiments.shown(ablation))
 _ = plots.glue_effects(ablation)
 
 # %% [markdown]
+# (ablation-growth)=
 # ## Does the all-ones gap grow with sparsity?
 #
 # The paper's second claim: the gap between all-ones and images widens as sparsity grows.

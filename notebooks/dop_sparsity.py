@@ -53,6 +53,7 @@ P, table = experiments.chapter("dop_sparsity", profile, model_name, seeds, decis
                                sparsities, compute, workers)
 
 # %% [markdown]
+# (dop-table)=
 # ## Accuracy against sparsity
 #
 # Each point is the mean over seeds with its 95 % t-interval; the dashed line is the dense
@@ -70,6 +71,7 @@ plt.show()
 display(experiments.shown(experiments.beside_paper(summary)))
 
 # %% [markdown]
+# (dop-effects)=
 # ## DOP minus images, seed by seed
 #
 # Below, each row is a criterion at a sparsity: the mean of DOP's accuracy minus the image
@@ -99,6 +101,7 @@ _ = plots.glue_effects(dop)
 # however large the paper's single run makes them look.
 
 # %% [markdown]
+# (dop-budget)=
 # ## Is this budget fit for the question?
 #
 # A comparison of materials means something only where the criteria themselves work. Every

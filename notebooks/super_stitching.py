@@ -47,6 +47,7 @@ P, table = experiments.chapter("super_stitching", profile, model_name, seeds,
                                decisive_seeds, sparsities, compute, workers)
 
 # %% [markdown]
+# (stitching-table)=
 # ## Every method under one recipe
 #
 # Means over seeds with 95 % intervals, the examples each pruning step was fed, the
@@ -65,6 +66,7 @@ display(experiments.shown(experiments.beside_paper(summary)))
 display(experiments.PAPER_REPORTED.style.hide(axis="index").format(precision=2, na_rep="–"))
 
 # %% [markdown]
+# (stitching-effects)=
 # ## Against GraSP fed images, seed by seed
 #
 # First the paper's comparison, within GraSP: each material minus images, with the

@@ -96,9 +96,9 @@ class Experiment:
         sparsities = self.sparsities if sparsities is None else sparsities
         if (isinstance(sparsities, str) or not hasattr(sparsities, "__iter__")
                 or not len(sparsities := tuple(sparsities))
-                or len(set(sparsities)) != len(sparsities)
                 or any(isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s < 1
-                       for s in sparsities)):
+                       for s in sparsities)
+                or len(set(sparsities)) != len(sparsities)):
             raise ValueError(f"sparsities must be a non-empty list of distinct numbers in "
                              f"(0, 1), or None for {list(self.sparsities)}; got {sparsities!r}")
         cells = []
@@ -305,6 +305,8 @@ def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, lo
         if any(c not in wide.columns for c in need):
             continue
         w = wide[need].dropna()
+        if w.empty:  # no seed has all four runs yet
+            continue
         d = (w[(material, high)] - w[(reference, high)]) - (w[(material, low)]
                                                              - w[(reference, low)])
         out.append({"criterion": crit, "material": material, "mean": d.mean(),
@@ -334,10 +336,25 @@ def paired_sd(effect_rows: pd.DataFrame) -> float:
 def seed_counts(profile: str, seeds: int | None, decisive_seeds: int | None
                 ) -> tuple[int, int]:
     """Seeds of every cell and of the decisive cells: as given, or None for the profile's
-    (``SEEDS``, else ``DEFAULT_SEEDS``)."""
+    (``SEEDS``, else ``DEFAULT_SEEDS``; decisive cells never fewer than ``seeds``)."""
     default = SEEDS.get(profile, DEFAULT_SEEDS)
-    return (default[0] if seeds is None else seeds,
-            default[1] if decisive_seeds is None else decisive_seeds)
+    seeds = default[0] if seeds is None else seeds
+    if decisive_seeds is None:  # never fewer than every cell has
+        decisive_seeds = max(default[1], seeds) if isinstance(seeds, int) else default[1]
+    return seeds, decisive_seeds
+
+
+def record_table(name: str, profile: Profile, model: str = "resnet20", seeds: int | None = None,
+                 decisive_seeds: int | None = None, sparsities=None, compute: bool = False,
+                 workers: int = 2) -> tuple[list[Run], pd.DataFrame]:
+    """Experiment ``name``'s runs and their ``frame``: by default only the runs already in
+    the profile's store (``compute=False``); with ``compute``, the missing ones are run."""
+    seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds)
+    runs = get_experiment(name).runs(profile, model, seeds, decisive_seeds, sparsities)
+    train_set, _ = study.run_data(profile.dataset, profile.train_per_class,
+                                  profile.test_per_class)
+    return runs, collect(runs, study.store_dir(profile.name), train_set.num_classes, compute,
+                         workers)
 
 
 def chapter(name: str, profile: str, model: str, seeds: int | None,
@@ -355,10 +372,10 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     config.check_integer("workers", workers, 1)
     P = config.get_profile(profile)
     seeds, decisive_seeds = seed_counts(P.name, seeds, decisive_seeds)
-    runs = get_experiment(name).runs(P, model, seeds, decisive_seeds, sparsities)
-    train_set, _ = study.run_data(P.dataset, P.train_per_class, P.test_per_class)
     t0 = time.perf_counter()
-    table = collect(runs, study.store_dir(P.name), train_set.num_classes, compute, workers)
+    runs, table = record_table(name, P, model, seeds, decisive_seeds, sparsities, compute,
+                               workers)
+    train_set, _ = study.run_data(P.dataset, P.train_per_class, P.test_per_class)
     hours = table["seconds"].sum() / 3600 if len(table) else 0.0
     print(f"profile {P.name}: {P.dataset} ({len(train_set)} training images), {model}, "
           f"{P.recipe.epochs} epochs, fp32 unless the profile says otherwise "
@@ -427,7 +444,8 @@ SHOWN = {"criterion": "criterion", "material": "material", "sparsity %": "sparsi
          "samples": "samples", "count": "n", "mean": "accuracy %", "ci95": "± 95 %",
          "paper %": "paper %", "empty layers (max)": "empty layers",
          "sparsest layer % (min)": "sparsest layer %", "last stage % (min)": "last stage %",
-         "paper effect": "paper", "verdict": "verdict", "arm": "arm"}
+         "paper effect": "paper", "verdict": "verdict", "arm": "arm", "claim": "claim",
+         "paper": "paper"}
 
 
 def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
@@ -477,6 +495,9 @@ def with_paper(effect_rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     return out
 
 
+VERDICTS = ("supported", "contradicted", f"smaller than {MARGIN:g} points", "unresolved")
+
+
 def verdict(mean: float, half_width: float, paper_sign: int, margin: float = MARGIN) -> str:
     """Our paired effect (mean and 95 % half-width) judged against the sign of the paper's
     (+1, -1; 0 where the paper claims none):
@@ -497,3 +518,48 @@ def verdict(mean: float, half_width: float, paper_sign: int, margin: float = MAR
     if -margin < lo and hi < margin:
         return f"smaller than {margin:g} points"
     return "unresolved"
+
+
+# ---------------------------------------------------------------------------------------
+# The paper's claims, one verdict per cell.
+
+CLAIMS = {
+    "C1": ("ablations", "all-ones inputs do worse than images, more so as sparsity grows",
+           [(c, m, s) for c, m in OWN_ALL_ONES.items() for s in (90, 95)]),
+    "C2": ("dop_sparsity", "DOP does better than images for SNIP at every sparsity and for "
+           "GraSP except at 95 %", [(c, "DOP", s) for c in ("SNIP", "GraSP")
+                                    for s in (60, 80, 90, 95)]),
+    "C3": ("super_stitching", "Super Stitching does better than images at 95 %, at "
+           "sigma 0.75 with a third of the examples",
+           [("GraSP", m, 95) for m in ("stitching σ=0.5", "stitching σ=0.75")]),
+}
+
+
+def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per cell of ``CLAIMS``: our paired effect against images (mean, 95 %
+    half-width, pairs), the paper's effect (or claimed sign) and the verdict; for C1 also
+    the widening of the all-ones gap from 90 to 95 % (``gap_growth``; the paper: it
+    widens). ``tables``: each experiment's ``frame``; a cell with no pair is unresolved."""
+    rows = []
+    for claim, (name, _, cells) in CLAIMS.items():
+        found = with_paper(effects(tables[name], "images"), "images")
+        for crit, material, sparsity in cells:
+            hit = found[(found["criterion"] == crit) & (found["material"] == material)
+                        & (found["sparsity %"] == sparsity)]
+            paper = paper_effect(crit, material, "images", sparsity)
+            row = hit.iloc[0] if len(hit) else None
+            rows.append({"claim": claim, "criterion": crit, "material": material,
+                         "sparsity %": sparsity,
+                         "mean": row["mean"] if row is not None else math.nan,
+                         "ci95": row["ci95"] if row is not None else math.nan,
+                         "count": int(row["count"]) if row is not None else 0,
+                         "paper": "worse" if math.isnan(paper) else f"{paper:+.2f}",
+                         "verdict": row["verdict"] if row is not None else "unresolved"})
+        if claim == "C1":
+            for _, g in gap_growth(tables[name], OWN_ALL_ONES, "images", 90, 95).iterrows():
+                rows.append({"claim": claim, "criterion": g["criterion"],
+                             "material": f"{g['material']}: gap at 95 % minus at 90 %",
+                             "sparsity %": math.nan, "mean": g["mean"], "ci95": g["ci95"],
+                             "count": int(g["count"]), "paper": "wider (negative)",
+                             "verdict": verdict(g["mean"], g["ci95"], -1)})
+    return pd.DataFrame(rows)

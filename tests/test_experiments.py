@@ -714,9 +714,6 @@ def test_runs_reject_bad_sparsities(sparsities):
         E.EXPERIMENTS["dop_sparsity"].runs(CPU, sparsities=sparsities)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="library bug: an unhashable item reaches set() before the number "
-                          "check, so a TypeError, not the ValueError naming sparsities")
 def test_runs_reject_unhashable_sparsities():
     with pytest.raises(ValueError, match="sparsities"):
         E.EXPERIMENTS["dop_sparsity"].runs(CPU, sparsities=[[0.9]])
@@ -902,3 +899,16 @@ def test_last_stage_is_the_largest_number():
     assert E._last_stage({"head": 0.5, "stage1": 0.5}) == 0.5
     assert math.isnan(E._last_stage({"head": 1.0}))
     assert math.isnan(E._last_stage({}))
+
+
+def test_decisive_seeds_default_to_at_least_seeds():
+    assert E.seed_counts("cpu", 8, None) == (8, 8)
+    assert E.seed_counts("cpu", 2, None) == (2, 6)
+
+
+def test_gap_growth_leaves_out_a_criterion_without_a_complete_seed():
+    rows = [("SNIP", "all-ones (BN eval)", 90.0, 0, 40.0), ("SNIP", "images", 90.0, 0, 50.0),
+            ("SNIP", "all-ones (BN eval)", 95.0, 1, 30.0), ("SNIP", "images", 95.0, 1, 45.0)]
+    runs = pd.DataFrame(rows, columns=["criterion", "material", "sparsity %", "seed",
+                                       "accuracy %"])
+    assert E.gap_growth(runs, {"SNIP": "all-ones (BN eval)"}, "images", 90, 95).empty
