@@ -33,6 +33,7 @@ book: install
 nb: install
 	$(BIN)/jupytext --to ipynb --output book/$(NB).ipynb notebooks/$(NB).py
 	$(BIN)/papermill book/$(NB).ipynb book/$(NB).ipynb --cwd book -p profile $(PROFILE) $(PARAMS)
+	$(BIN)/python -m opai_lib fold book/$(NB).ipynb
 
 # Re-run N random records of the published record (book/record/cpu) and compare.
 verify: install

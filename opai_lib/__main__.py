@@ -1,9 +1,10 @@
-"""Command line: ``python -m opai_lib sweep|verify|compare``.
+"""Command line: ``python -m opai_lib sweep|fold|verify|compare``.
 
 ``sweep EXPERIMENT`` computes the runs of one chapter's grid (``opai_lib.experiments``) into
 the profile's store, decisive cells first; ``--shard I/N`` takes every N-th run from the
-I-th, so N machines sharing the store (or not) split a chapter. ``verify`` and ``compare``
-check the published record (``opai_lib.record``).
+I-th, so N machines sharing the store (or not) split a chapter. ``fold`` folds papermill's
+injected-parameters cell of executed notebooks (``opai_lib.pages``). ``verify`` and
+``compare`` check the published record (``opai_lib.record``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opai_lib import config, experiments, record, study
+from opai_lib import config, experiments, pages, record, study
 
 
 def _print(rows: list[dict]) -> None:
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--workers", type=int, default=2, help="single-threaded processes")
     w.add_argument("--store", default=None, help="store folder (default: the profile's)")
     w.add_argument("--list", action="store_true", help="list the missing runs, compute none")
+    f = sub.add_parser("fold", help="fold papermill's injected-parameters cell of notebooks")
+    f.add_argument("notebooks", nargs="+")
     v = sub.add_parser("verify", help="re-run N random records of the published record")
     v.add_argument("--n", type=int, default=3, help="how many records (default 3)")
     v.add_argument("--seed", type=int, default=None, help="seed of the random choice")
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sweep":
         return sweep(args)
+    if args.command == "fold":
+        for path in args.notebooks:
+            pages.fold_injected_parameters(path)
+        return 0
     if args.command == "verify":
         if args.n < 1:
             parser.error(f"--n must be at least 1, got {args.n}")

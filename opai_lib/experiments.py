@@ -12,6 +12,7 @@ collapse diagnostics; ``effects`` pairs every arm with its method's reference ar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -49,12 +50,16 @@ class Arm:
     def criterion(self) -> str:
         return CRITERION_NAMES.get(self.method, self.method)
 
-    def config(self, profile: Profile, model: str, sparsity: float, seed: int
-               ) -> study.RunConfig:
+    def config(self, profile: Profile, model: str, sparsity: float, seed: int,
+               epochs: int | None = None) -> study.RunConfig:
+        """The run of this arm at ``sparsity`` and ``seed`` on ``profile``'s scale, trained
+        for ``epochs`` (None: the profile's recipe; else the same recipe, stretched)."""
         dense = METHODS.get(self.method).kind == "dense"
+        recipe = profile.recipe if epochs is None else dataclasses.replace(profile.recipe,
+                                                                           epochs=epochs)
         return study.config_from_profile(profile, material=self.material, model=model,
                                          method=self.method, options=self.options, seed=seed,
-                                         sparsity=0.0 if dense else sparsity)
+                                         sparsity=0.0 if dense else sparsity, recipe=recipe)
 
 
 @dataclass(frozen=True)
@@ -67,18 +72,24 @@ class Run:
     decisive: bool
     config: study.RunConfig
 
+    @property
+    def epochs(self) -> int:
+        return self.config.recipe.epochs
+
 
 @dataclass(frozen=True)
 class Experiment:
     """A chapter's grid: arms (built for a profile's scale), sparsities, the label of the
     reference arm each method is compared with, and the decisive (method, label, sparsity)
-    cells that get more seeds (their reference cells with them)."""
+    cells that get more seeds (their reference cells with them). ``epoch_factors``
+    multiply the profile's epochs (each arm is trained at each budget)."""
 
     name: str
     arms: object  # Profile -> list[Arm]
     reference: str
     decisive: tuple = ()
     sparsities: tuple = PAPER_SPARSITIES
+    epoch_factors: tuple = (1,)
     doc: str = field(default="", compare=False)
 
     def is_decisive(self, arm: Arm, sparsity: float) -> bool:
@@ -107,10 +118,11 @@ class Experiment:
             for s in (0.0,) if dense else sparsities:
                 decisive = not dense and self.is_decisive(arm, s)
                 cells.append((arm, s, decisive, decisive_seeds if decisive else seeds))
-        out = [Run(arm, s, seed, decisive, arm.config(profile, model, s, seed))
-               for first in (True, False) for seed in range(max(c[3] for c in cells))
-               for arm, s, decisive, n in cells if decisive == first and seed < n]
-        return out
+        epochs = [None if f == 1 else f * profile.recipe.epochs for f in self.epoch_factors]
+        return [Run(arm, s, seed, decisive, arm.config(profile, model, s, seed, e))
+                for first in (True, False) for seed in range(max(c[3] for c in cells))
+                for e in epochs for arm, s, decisive, n in cells
+                if decisive == first and seed < n]
 
 
 def samples(material: Material | None, num_classes: int) -> int:
@@ -183,6 +195,15 @@ def stitching_arms(profile: Profile) -> list[Arm]:
     ]
 
 
+def budget_arms(profile: Profile) -> list[Arm]:
+    """Do the criteria pay off on this budget? SNIP and GraSP fed images against a random
+    mask of the same sparsity, at longer schedules."""
+    snip_n, grasp_n = _scored(profile)
+    return (_criterion_arms("snip", snip_n, SnipOptions, ("images",))
+            + _criterion_arms("grasp", grasp_n, GraspOptions, ("images",))
+            + [Arm("random (uniform)", "random")])
+
+
 EXPERIMENTS = {
     "dop_sparsity": Experiment(
         "dop_sparsity", dop_arms, "images",
@@ -198,6 +219,9 @@ EXPERIMENTS = {
         decisive=(("grasp", "stitching σ=0.5", 0.95), ("grasp", "stitching σ=0.75", 0.95)),
         sparsities=(0.9, 0.95),
         doc="Super Stitching against the state of the art (Table 2)"),
+    "budget": Experiment(
+        "budget", budget_arms, "images", sparsities=(0.9,), epoch_factors=(1, 2, 4),
+        doc="SNIP and GraSP fed images against random masks at 1, 2 and 4 times the epochs"),
 }
 
 
@@ -218,7 +242,7 @@ def _last_stage(stage_share: dict) -> float:
         else math.nan
 
 
-FRAME_COLUMNS = ["criterion", "material", "sparsity %", "seed", "accuracy %", "samples",
+FRAME_COLUMNS = ["criterion", "material", "sparsity %", "epochs", "seed", "accuracy %", "samples",
                  "empty layers", "sparsest layer %", "last stage %", "decisive", "key", "cpu",
                  "seconds"]
 
@@ -236,7 +260,7 @@ def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.D
         masked = bool(r.get("mask_shapes"))
         rows.append({
             "criterion": run.arm.criterion, "material": run.arm.label,
-            "sparsity %": round(100 * run.sparsity, 2), "seed": run.seed,
+            "sparsity %": round(100 * run.sparsity, 2), "epochs": run.epochs, "seed": run.seed,
             "accuracy %": 100 * r["accuracy"],
             "samples": samples(run.arm.material, num_classes),
             "empty layers": len(r["empty_layers"]) if masked else 0,
@@ -247,7 +271,7 @@ def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.D
     return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
 
-CELL = ["criterion", "material", "sparsity %"]
+CELL = ["criterion", "material", "sparsity %", "epochs"]
 
 
 def ordered(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -280,13 +304,13 @@ def effects(runs: pd.DataFrame, reference: str | tuple[str, str]) -> pd.DataFram
     material label (each criterion's arms against that criterion's) or a (criterion,
     material) pair (every arm against that one, e.g. ``("random", "random (uniform)")``)."""
     if isinstance(reference, str):
-        out = study.paired_differences(runs, ["criterion", "sparsity %"], "material",
-                                       reference, "accuracy %")
+        out = study.paired_differences(runs, ["criterion", "sparsity %", "epochs"],
+                                       "material", reference, "accuracy %")
         return ordered(out, CELL)
     arms = runs.assign(arm=runs["criterion"] + ": " + runs["material"])
-    out = study.paired_differences(arms, ["sparsity %"], "arm", ": ".join(reference),
+    out = study.paired_differences(arms, ["sparsity %", "epochs"], "arm", ": ".join(reference),
                                    "accuracy %")
-    return ordered(out[out["arm"] != "dense: dense"], ["arm", "sparsity %"])
+    return ordered(out[out["arm"] != "dense: dense"], ["arm", "sparsity %", "epochs"])
 
 
 def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, low: float,
@@ -455,9 +479,10 @@ def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     names = dict(SHOWN)
     if "per_seed" in rows:
         names["mean"] = "difference"
-    keep = [c for c in rows.columns if c in names]
-    table = rows[keep].rename(columns=names).round(digits)
-    plain = [c for c in ("sparsity %", "samples", "n", "empty layers") if c in table]
+    if "epochs" in rows and rows["epochs"].nunique() > 1:  # shown only where it varies
+        names["epochs"] = "epochs"
+    table = rows[[c for c in rows.columns if c in names]].rename(columns=names).round(digits)
+    plain = [c for c in ("sparsity %", "epochs", "samples", "n", "empty layers") if c in table]
     return table.style.hide(axis="index").format(precision=digits, na_rep="–").format(
         "{:g}", subset=plain)
 

@@ -39,14 +39,16 @@ def glue_effects(effects: pd.DataFrame, label: str = "material", prefix: str = "
                  ) -> list[str]:
     """Glue the mean, 95 % half-width and pair count of every row of
     ``experiments.effects`` under ``slug(prefix, criterion, label, sparsity)`` (the columns
-    it has) + ``_mean`` / ``_ci95`` / ``_n``, and its verdict as text if it has one; returns
-    the keys, for the prose."""
+    it has; and epochs, where they vary) + ``_mean`` / ``_ci95`` / ``_n``, and its verdict
+    as text if it has one; returns the keys, for the prose."""
     from myst_nb import glue
 
+    parts = [c for c in ("criterion", label, "sparsity %") if c in effects]
+    if "epochs" in effects and effects["epochs"].nunique() > 1:  # only where it varies
+        parts.append("epochs")
     keys = []
     for _, row in effects.iterrows():
-        key = slug(prefix, *[row[c] for c in ("criterion", label, "sparsity %")
-                             if c in row.index])
+        key = slug(prefix, *[row[c] for c in parts])
         glue_number(f"{key}_mean", row["mean"])
         glue_number(f"{key}_ci95", row["ci95"])
         glue_number(f"{key}_n", row["count"])

@@ -3,6 +3,7 @@
 Nothing here trains a network: grids are RunConfigs (cheap to build), records are made up.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -30,12 +31,14 @@ DECISIVE = {
                   ("grasp", "images", 0.9), ("grasp", "images", 0.95)},
     "super_stitching": {("grasp", "stitching σ=0.5", 0.95), ("grasp", "stitching σ=0.75", 0.95),
                         ("grasp", "images", 0.95)},
+    "budget": set(),
 }
 # Runs with 3 seeds per cell, 6 per decisive cell:
 # dop_sparsity: 16 material cells (8 decisive) + dense (1 cell) + random (4 cells) -> 48+24+3+12
 # ablations: 12 arms x 4 sparsities, 8 decisive -> 48 + 40*3
 # super_stitching: 11 arms x 2 sparsities, 3 decisive -> 18 + 19*3
-TOTAL = {"dop_sparsity": 87, "ablations": 168, "super_stitching": 75}
+# budget: 3 arms x 1 sparsity x 3 epoch budgets (4, 8, 16), 3 seeds -> 27
+TOTAL = {"dop_sparsity": 87, "ablations": 168, "super_stitching": 75, "budget": 27}
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +98,23 @@ def test_runs_seeds_per_cell(grids, name):
     assert len(runs) == TOTAL[name]
     seeds = {}
     for r in runs:
-        seeds.setdefault(cell(r), []).append(r.seed)
+        seeds.setdefault((*cell(r), r.epochs), []).append(r.seed)
         assert r.decisive == (cell(r) in DECISIVE[name])
         assert r.config.seed == r.seed
         assert r.config.sparsity == pytest.approx(r.sparsity)
-    assert {c for c in seeds if c in DECISIVE[name]} == DECISIVE[name]
+    assert {c[:3] for c in seeds if c[:3] in DECISIVE[name]} == DECISIVE[name]
     for c, s in seeds.items():
-        assert sorted(s) == list(range(6 if c in DECISIVE[name] else 3)), c
+        assert sorted(s) == list(range(6 if c[:3] in DECISIVE[name] else 3)), c
+
+
+def test_budget_stretches_the_profiles_recipe():
+    runs = E.EXPERIMENTS["budget"].runs(CPU, seeds=1)
+    assert sorted({r.epochs for r in runs}) == [4, 8, 16]  # cpu profile: 4 epochs
+    for r in runs:
+        assert r.config.recipe == dataclasses.replace(CPU.recipe, epochs=r.epochs)
+    four = [r for r in runs if r.epochs == 4]  # the profile's own budget: the chapters' keys
+    dop = {r.config.key() for r in E.EXPERIMENTS["dop_sparsity"].runs(CPU)}
+    assert {r.config.key() for r in four} <= dop
 
 
 @pytest.mark.parametrize("name", sorted(E.EXPERIMENTS))
@@ -541,8 +554,9 @@ RUN_COLUMNS = ["criterion", "material", "sparsity %", "seed", "accuracy %"]
 
 
 def runs_table(rows):
-    """A run table from (criterion, material, sparsity %, seed, accuracy %) tuples."""
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    """A run table from (criterion, material, sparsity %, seed, accuracy %) tuples, all
+    trained for 4 epochs."""
+    return pd.DataFrame(rows, columns=RUN_COLUMNS).assign(epochs=4)
 
 
 def cells(criterion, accuracies):
@@ -738,7 +752,8 @@ def test_effects_against_one_arm():
                            ("random (uniform)", 95): [45, 47]})
         + [("dense", "dense", 0.0, s, 80.0 + s) for s in range(3)])
     out = E.effects(runs, ("random", "random (uniform)"))
-    assert list(out.columns) == ["sparsity %", "arm", "mean", "ci95", "count", "per_seed"]
+    assert list(out.columns) == ["sparsity %", "epochs", "arm", "mean", "ci95", "count",
+                                 "per_seed"]
     got = {(r["arm"], r["sparsity %"]): r["per_seed"] for _, r in out.iterrows()}
     assert got == {  # minus random at the same sparsity and seed
         ("SNIP: images", 90): pytest.approx([2.0, 3.0, 4.0]),
@@ -861,10 +876,11 @@ def test_shown_digits():
 # ---------------------------------------------------------------------------------------
 # Zero records: empty tables, not errors
 
-SUMMARY_COLUMNS = ["criterion", "material", "sparsity %", "mean", "std", "count", "ci95",
+SUMMARY_COLUMNS = ["criterion", "material", "sparsity %", "epochs", "mean", "std", "count", "ci95",
                    "samples", "empty layers (max)", "sparsest layer % (min)",
                    "last stage % (min)"]
-EFFECT_COLUMNS = ["criterion", "sparsity %", "material", "mean", "ci95", "count", "per_seed"]
+EFFECT_COLUMNS = ["criterion", "sparsity %", "epochs", "material", "mean", "ci95", "count",
+                  "per_seed"]
 
 
 def test_tables_of_no_records(grids):
@@ -882,7 +898,7 @@ def test_tables_of_no_records(grids):
         assert list(judged.columns) == [*EFFECT_COLUMNS, "paper effect", "verdict"]
         against = E.effects(table, ("random", "random (uniform)"))
         assert against.empty
-        assert list(against.columns) == ["sparsity %", "arm", "mean", "ci95", "count",
+        assert list(against.columns) == ["sparsity %", "epochs", "arm", "mean", "ci95", "count",
                                          "per_seed"]
         assert math.isnan(E.paired_sd(effects))
         E.shown(beside).to_html()
