@@ -51,7 +51,7 @@ from IPython.display import display
 from opai_lib import experiments, plots
 
 plots.setup_style()
-P, table = experiments.chapter("ablations", profile, model_name, seeds, decisive_seeds,
+P, runs, table = experiments.chapter("ablations", profile, model_name, seeds, decisive_seeds,
                                sparsities, compute, workers)
 
 # %% [markdown]
@@ -63,7 +63,7 @@ P, table = experiments.chapter("ablations", profile, model_name, seeds, decisive
 # mode shows how much of it BatchNorm decides.
 
 # %%
-summary = experiments.summary(table)
+summary = experiments.summary(table, runs)
 plots.accuracy_curves(summary)
 plt.show()
 display(experiments.shown(summary))
@@ -78,7 +78,7 @@ display(experiments.shown(summary))
 # difference is real without a claim to check.
 
 # %%
-ablation = experiments.with_paper(experiments.effects(table, "images"), "images")
+ablation = experiments.with_paper(experiments.effects(table, "images", runs), "images")
 plots.effect_intervals(ablation, margin=experiments.MARGIN)
 plt.show()
 display(experiments.shown(ablation))

@@ -50,7 +50,7 @@ from IPython.display import display
 from opai_lib import experiments, plots
 
 plots.setup_style()
-P, table = experiments.chapter("dop_sparsity", profile, model_name, seeds, decisive_seeds,
+P, runs, table = experiments.chapter("dop_sparsity", profile, model_name, seeds, decisive_seeds,
                                sparsities, compute, workers)
 
 # %% [markdown]
@@ -64,7 +64,7 @@ P, table = experiments.chapter("dop_sparsity", profile, model_name, seeds, decis
 # over seeds.
 
 # %%
-summary = experiments.summary(table)
+summary = experiments.summary(table, runs)
 dense = summary.loc[summary["criterion"] == "dense", "mean"]
 plots.accuracy_curves(summary[summary["criterion"] != "dense"],
                       dense=dense.iloc[0] if len(dense) else None)
@@ -82,7 +82,7 @@ display(experiments.shown(experiments.beside_paper(summary)))
 # includes 0 but excludes effects of 2 points, *unresolved* otherwise.
 
 # %%
-dop = experiments.with_paper(experiments.effects(table, "images"), "images")
+dop = experiments.with_paper(experiments.effects(table, "images", runs), "images")
 plots.effect_intervals(dop, margin=experiments.MARGIN)
 plt.show()
 display(experiments.shown(dop))
@@ -112,7 +112,7 @@ _ = plots.glue_effects(dop)
 # same seed and sparsity.
 
 # %%
-ordering = experiments.effects(table, ("random", "random (uniform)"))
+ordering = experiments.effects(table, ("random", "random (uniform)"), runs)
 display(experiments.shown(ordering))
 _ = plots.glue_effects(ordering, label="arm", prefix="vs_random")
 
@@ -125,9 +125,9 @@ _ = plots.glue_effects(ordering, label="arm", prefix="vs_random")
 # stretched), {glue:text}`budget_seeds:d` seeds each:
 
 # %%
-_, budget = experiments.record_table("budget", P, model_name, seeds=budget_seeds,
-                                     compute=compute, workers=workers)
-budget_effects = experiments.effects(budget, ("random", "random (uniform)"))
+budget_runs, budget = experiments.record_table("budget", P, model_name, seeds=budget_seeds,
+                                               compute=compute, workers=workers)
+budget_effects = experiments.effects(budget, ("random", "random (uniform)"), budget_runs)
 display(experiments.shown(budget_effects))
 plots.glue_number("budget_seeds", budget_seeds)
 _ = plots.glue_effects(budget_effects, label="arm", prefix="budget")

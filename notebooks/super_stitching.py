@@ -43,7 +43,7 @@ from IPython.display import display
 from opai_lib import experiments, plots
 
 plots.setup_style()
-P, table = experiments.chapter("super_stitching", profile, model_name, seeds,
+P, runs, table = experiments.chapter("super_stitching", profile, model_name, seeds,
                                decisive_seeds, sparsities, compute, workers)
 
 # %% [markdown]
@@ -55,7 +55,7 @@ P, table = experiments.chapter("super_stitching", profile, model_name, seeds,
 # the diagnostics of the masks.
 
 # %%
-summary = experiments.summary(table)
+summary = experiments.summary(table, runs)
 display(experiments.shown(experiments.beside_paper(summary)))
 
 # %% [markdown]
@@ -75,14 +75,14 @@ display(experiments.PAPER_REPORTED.style.hide(axis="index").format(precision=2, 
 # budget.
 
 # %%
-stitching = experiments.with_paper(experiments.effects(table, "images"), "images")
+stitching = experiments.with_paper(experiments.effects(table, "images", runs), "images")
 plots.effect_intervals(stitching, margin=experiments.MARGIN)
 plt.show()
 display(experiments.shown(stitching))
 _ = plots.glue_effects(stitching)
 
 # %%
-field = experiments.effects(table, ("GraSP", "images"))
+field = experiments.effects(table, ("GraSP", "images"), runs)
 plots.effect_intervals(field, label="arm", margin=experiments.MARGIN)
 plt.show()
 display(experiments.shown(field))

@@ -286,30 +286,70 @@ def ordered(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return rows.sort_values(columns, key=key, kind="stable").reset_index(drop=True)
 
 
-def summary(runs: pd.DataFrame) -> pd.DataFrame:
+def planned_cells(planned: list[Run]) -> pd.DataFrame:
+    """The cells (``CELL``) of a grid's runs, once each, in grid order."""
+    return pd.DataFrame([(r.arm.criterion, r.arm.label, round(100 * r.sparsity, 2), r.epochs)
+                         for r in planned], columns=CELL).drop_duplicates(ignore_index=True)
+
+
+def _fill(rows: pd.DataFrame, want: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``rows`` for every row of ``want`` (matched on ``keys``): a cell without runs gets
+    count 0 and NaN (no per-seed values), so a table shows what is still missing."""
+    out = want[keys].merge(rows, on=keys, how="left")
+    out["count"] = pd.to_numeric(out["count"]).fillna(0).astype(int)
+    if "per_seed" in out:
+        out["per_seed"] = [p if isinstance(p, list) else [] for p in out["per_seed"]]
+    return out
+
+
+def summary(runs: pd.DataFrame, planned: list[Run] | None = None) -> pd.DataFrame:
     """Per cell: mean accuracy with its 95 % t-interval over seeds, the number of seeds,
     and the worst collapse diagnostics of its masks (most empty layers, sparsest layer,
-    smallest last-stage share)."""
+    smallest last-stage share). With ``planned`` (the grid's runs), every planned cell has
+    a row, with n = 0 where no run has finished."""
     acc = study.table(runs, CELL, "accuracy %")
     worst = runs.groupby(CELL, sort=False).agg(
         **{"samples": ("samples", "first"), "empty layers (max)": ("empty layers", "max"),
            "sparsest layer % (min)": ("sparsest layer %", "min"),
            "last stage % (min)": ("last stage %", "min")}).reset_index()
-    return ordered(acc.merge(worst, on=CELL), CELL)
+    out = acc.merge(worst, on=CELL)
+    if planned is not None:
+        out = _fill(out, planned_cells(planned), CELL)
+    return ordered(out, CELL)
 
 
-def effects(runs: pd.DataFrame, reference: str | tuple[str, str]) -> pd.DataFrame:
-    """Accuracy points of each arm minus a reference arm at the same sparsity, paired by
-    seed: mean, 95 % interval half-width, pairs, per-seed differences. ``reference`` is a
-    material label (each criterion's arms against that criterion's) or a (criterion,
-    material) pair (every arm against that one, e.g. ``("random", "random (uniform)")``)."""
+def _paired(runs: pd.DataFrame, by: list[str], vary: str, reference: str, cells) -> pd.DataFrame:
+    """``study.paired_differences`` of accuracy; with planned ``cells``, a reference that
+    has no run yet gives no pair (rather than an error)."""
+    if cells is not None and not (runs[vary] == reference).any():
+        return pd.DataFrame(columns=[*by, vary, "mean", "ci95", "count", "per_seed"])
+    return study.paired_differences(runs, by, vary, reference, "accuracy %")
+
+
+def effects(runs: pd.DataFrame, reference: str | tuple[str, str],
+            planned: list[Run] | None = None) -> pd.DataFrame:
+    """Accuracy points of each arm minus a reference arm at the same sparsity and epochs,
+    paired by seed: mean, 95 % interval half-width, pairs, per-seed differences.
+    ``reference`` is a material label (each criterion's arms against that criterion's) or
+    a (criterion, material) pair (every arm against that one, e.g. ``("random", "random
+    (uniform)")``). With ``planned`` (the grid's runs), every planned comparison has a row,
+    with n = 0 where no seed has both runs yet."""
+    cells = None if planned is None else planned_cells(planned)
     if isinstance(reference, str):
-        out = study.paired_differences(runs, ["criterion", "sparsity %", "epochs"],
-                                       "material", reference, "accuracy %")
+        by, vary = ["criterion", "sparsity %", "epochs"], "material"
+        out = _paired(runs, by, vary, reference, cells)
+        if cells is not None:
+            refs = cells.loc[cells["material"] == reference, by]
+            out = _fill(out, cells[cells["material"] != reference].merge(refs, on=by),
+                        [*by, vary])
         return ordered(out, CELL)
-    arms = runs.assign(arm=runs["criterion"] + ": " + runs["material"])
-    out = study.paired_differences(arms, ["sparsity %", "epochs"], "arm", ": ".join(reference),
-                                   "accuracy %")
+    by, vary, name = ["sparsity %", "epochs"], "arm", ": ".join(reference)
+    out = _paired(runs.assign(arm=runs["criterion"] + ": " + runs["material"]), by, vary,
+                  name, cells)
+    if cells is not None:
+        cells = cells.assign(arm=cells["criterion"] + ": " + cells["material"])
+        refs = cells.loc[cells["arm"] == name, by]
+        out = _fill(out, cells[cells["arm"] != name].merge(refs, on=by), [*by, vary])
     return ordered(out[out["arm"] != "dense: dense"], ["arm", "sparsity %", "epochs"])
 
 
@@ -318,7 +358,8 @@ def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, lo
     """Does the gap of a material to ``reference`` widen from sparsity ``low`` to ``high``
     (in %)? For each criterion and its material in ``materials``, per seed: (material -
     reference at ``high``) - (the same at ``low``), over the seeds with all four runs;
-    mean, 95 % half-width, n and the per-seed values."""
+    mean, 95 % half-width, n and the per-seed values (n = 0 and NaN where no seed has
+    all four yet)."""
     out = []
     for crit, material in materials.items():
         cells = runs[(runs["criterion"] == crit) & runs["material"].isin([material, reference])
@@ -326,16 +367,12 @@ def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, lo
         wide = cells.pivot_table(index="seed", columns=["material", "sparsity %"],
                                  values="accuracy %")
         need = [(m, s) for m in (material, reference) for s in (low, high)]
-        if any(c not in wide.columns for c in need):
-            continue
-        w = wide[need].dropna()
-        if w.empty:  # no seed has all four runs yet
-            continue
+        w = wide.reindex(columns=pd.MultiIndex.from_tuples(need)).dropna()
         d = (w[(material, high)] - w[(reference, high)]) - (w[(material, low)]
                                                              - w[(reference, low)])
         out.append({"criterion": crit, "material": material, "mean": d.mean(),
-                    "ci95": study.t_half_width(d.std(), len(d)), "count": len(d),
-                    "per_seed": d.tolist()})
+                    "ci95": study.t_half_width(d.std(), len(d)) if len(d) else math.nan,
+                    "count": len(d), "per_seed": d.tolist()})
     return pd.DataFrame(out, columns=["criterion", "material", "mean", "ci95", "count",
                                       "per_seed"])
 
@@ -383,11 +420,12 @@ def record_table(name: str, profile: Profile, model: str = "resnet20", seeds: in
 
 def chapter(name: str, profile: str, model: str, seeds: int | None,
             decisive_seeds: int | None, sparsities, compute: bool, workers: int
-            ) -> tuple[Profile, pd.DataFrame]:
+            ) -> tuple[Profile, list[Run], pd.DataFrame]:
     """What the first cell of an experiment's notebook does: check every parameter (the
     runs are built, so a bad one stops here, before any compute), then collect the runs'
     table (``collect``), print what was measured on what, and glue the run count, seeds,
-    epochs and CPU-hours for the prose. Returns the profile and the table."""
+    epochs and CPU-hours for the prose. Returns the profile, the planned runs and the
+    table of those that have a record."""
     import time
 
     from opai_lib import config, plots
@@ -412,7 +450,7 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     plots.glue_number("planned_runs", len(runs))
     plots.glue_number("epochs", P.recipe.epochs)
     plots.glue_number("cpu_hours", hours)
-    return P, table
+    return P, runs, table
 
 
 def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:

@@ -667,14 +667,18 @@ def test_gap_growth_per_seed():
     assert back["per_seed"] == pytest.approx([-4.0, -2.0, -6.0])
 
 
-def test_gap_growth_leaves_out_a_criterion_missing_a_cell():
+def test_gap_growth_has_no_pairs_for_a_criterion_missing_a_cell():
     grasp = {("images", 90): [50, 51], ("images", 95): [30, 31], ("DOP", 90): [52, 53]}
     runs = runs_table(cells("SNIP", GAP_SNIP) + cells("GraSP", grasp))
     out = E.gap_growth(runs, {"GraSP": "DOP", "SNIP": "DOP", "SynFlow": "DOP"}, "images",
-                       90, 95)
-    assert out["criterion"].tolist() == ["SNIP"]
-    # a sparsity no run has: nothing
-    assert E.gap_growth(runs, {"SNIP": "DOP"}, "images", 90, 60).empty
+                       90, 95).set_index("criterion")
+    assert list(out.index) == ["GraSP", "SNIP", "SynFlow"]  # every criterion asked for
+    assert out.loc["SNIP", "count"] > 0
+    for crit in ("GraSP", "SynFlow"):  # a cell missing: no pair, NaN
+        assert out.loc[crit, "count"] == 0 and math.isnan(out.loc[crit, "mean"])
+        assert out.loc[crit, "per_seed"] == []
+    # a sparsity no run has: no pair
+    assert E.gap_growth(runs, {"SNIP": "DOP"}, "images", 90, 60)["count"].tolist() == [0]
 
 
 def test_gap_growth_own_all_ones():
@@ -698,7 +702,7 @@ def test_gap_growth_own_all_ones():
 
 def test_gap_growth_on_no_runs():
     out = E.gap_growth(runs_table([]), E.OWN_ALL_ONES, "images", 90, 95)
-    assert out.empty
+    assert out["count"].tolist() == [0, 0] and out["mean"].isna().all()
     assert list(out.columns) == ["criterion", "material", "mean", "ci95", "count", "per_seed"]
 
 
@@ -927,4 +931,25 @@ def test_gap_growth_leaves_out_a_criterion_without_a_complete_seed():
             ("SNIP", "all-ones (BN eval)", 95.0, 1, 30.0), ("SNIP", "images", 95.0, 1, 45.0)]
     runs = pd.DataFrame(rows, columns=["criterion", "material", "sparsity %", "seed",
                                        "accuracy %"])
-    assert E.gap_growth(runs, {"SNIP": "all-ones (BN eval)"}, "images", 90, 95).empty
+    out = E.gap_growth(runs, {"SNIP": "all-ones (BN eval)"}, "images", 90, 95)
+    assert out["count"].tolist() == [0] and out["mean"].isna().all()
+
+
+def test_planned_cells_get_rows_with_no_runs(grids):
+    runs = grids["dop_sparsity"]
+    table = runs_table(cells("SNIP", {("images", 90): [60, 61], ("DOP", 90): [62, 64]}))
+    summ = E.summary(table.assign(samples=100, **{"empty layers": 0, "sparsest layer %": 1.0,
+                                                   "last stage %": 30.0}), runs)
+    assert len(summ) == len(E.planned_cells(runs)) == 21  # 16 material cells, dense, 4 random
+    got = summ.set_index(["criterion", "material", "sparsity %"])
+    assert got.loc[("SNIP", "DOP", 90.0), "count"] == 2
+    assert got.loc[("GraSP", "DOP", 95.0), "count"] == 0
+    eff = E.effects(table, "images", runs).set_index(["criterion", "material", "sparsity %"])
+    assert len(eff) == 8  # DOP against images: 2 criteria x 4 sparsities
+    assert eff.loc[("SNIP", "DOP", 90.0), "per_seed"] == pytest.approx([2.0, 3.0])
+    assert eff.loc[("GraSP", "DOP", 60.0), "count"] == 0
+    assert eff.loc[("GraSP", "DOP", 60.0), "per_seed"] == []
+    judged = E.with_paper(eff.reset_index(), "images")
+    assert set(judged.loc[judged["count"] == 0, "verdict"]) == {"unresolved"}
+    cross = E.effects(table, ("random", "random (uniform)"), runs)
+    assert len(cross) == 16 and (cross["count"] == 0).all()  # 4 arms x 4 sparsities, no random
