@@ -953,3 +953,35 @@ def test_planned_cells_get_rows_with_no_runs(grids):
     assert set(judged.loc[judged["count"] == 0, "verdict"]) == {"unresolved"}
     cross = E.effects(table, ("random", "random (uniform)"), runs)
     assert len(cross) == 16 and (cross["count"] == 0).all()  # 4 arms x 4 sparsities, no random
+
+
+def test_claims_judge_each_cell_of_the_papers_claims():
+    dop = runs_table(
+        cells("SNIP", {("images", 90): [50, 52, 51], ("DOP", 90): [54, 56, 55]})  # +4 each
+        + cells("GraSP", {("images", 95): [60, 61, 62], ("DOP", 95): [62, 63, 64]}))  # +2
+    ablations = runs_table(cells("SNIP", {
+        ("images", 90): [50, 52, 51], ("all-ones (BN eval)", 90): [40, 42, 41],  # -10
+        ("images", 95): [40, 42, 41], ("all-ones (BN eval)", 95): [20, 22, 21]}))  # -20
+    stitching = runs_table(cells("GraSP", {("images", 95): [60, 61, 62, 63],
+                                           ("stitching σ=0.75", 95): [60, 62, 61, 64]}))
+    out = E.claims({"dop_sparsity": dop, "ablations": ablations,
+                    "super_stitching": stitching})
+    assert len(out) == 4 + 8 + 2 + 2  # C1 cells, C2 cells, C3 cells, C1 growth rows
+    row = out[(out["claim"] == "C2") & (out["criterion"] == "SNIP")
+              & (out["sparsity %"] == 90)].iloc[0]
+    assert row["mean"] == pytest.approx(4.0) and row["count"] == 3
+    assert row["paper"] == "+3.06" and row["verdict"] == "supported"
+    grasp95 = out[(out["claim"] == "C2") & (out["criterion"] == "GraSP")
+                  & (out["sparsity %"] == 95)].iloc[0]
+    assert grasp95["paper"] == "-1.74" and grasp95["verdict"] == "contradicted"  # DOP better
+    ones = out[(out["claim"] == "C1") & (out["sparsity %"] == 95)
+               & (out["criterion"] == "SNIP")].iloc[0]
+    assert ones["mean"] == pytest.approx(-20.0) and ones["verdict"] == "supported"
+    growth = out[out["material"].str.contains("gap")].set_index("criterion")
+    assert growth.loc["SNIP", "mean"] == pytest.approx(-10.0)  # wider at 95 %: as claimed
+    assert growth.loc["SNIP", "verdict"] == "supported"
+    assert growth.loc["GraSP", "count"] == 0 and growth.loc["GraSP", "verdict"] == "unresolved"
+    missing = out[(out["claim"] == "C3") & (out["material"] == "stitching σ=0.5")].iloc[0]
+    assert missing["count"] == 0 and missing["verdict"] == "unresolved"
+    sigma = out[(out["claim"] == "C3") & (out["material"] == "stitching σ=0.75")].iloc[0]
+    assert sigma["count"] == 4 and sigma["mean"] == pytest.approx(0.25)
