@@ -33,13 +33,21 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def data_classes(profile: config.Profile) -> int:
+    return study.run_data(profile.dataset, profile.train_per_class,
+                          profile.test_per_class)[0].num_classes
+
+
 def sweep(args) -> int:
     """Run (or, with --list, list) the missing runs of one experiment's grid."""
     profile = config.get_profile(args.profile)
     seeds, decisive = experiments.seed_counts(profile.name, args.seeds, args.decisive_seeds)
     runs = experiments.get_experiment(args.experiment).runs(profile, args.model, seeds, decisive)
-    runs = [r for r in runs if r.decisive or not args.decisive_only][args.shard[0]::args.shard[1]]
     store = args.store or study.store_dir(profile.name)
+    if args.extend:  # one more seed for each decisive cell still unresolved
+        table = experiments.collect(runs, store, data_classes(profile), compute=False)
+        runs = experiments.extension(args.experiment, profile, table, args.model, args.most)
+    runs = [r for r in runs if r.decisive or not args.decisive_only][args.shard[0]::args.shard[1]]
     missing = [r for r, rec in zip(runs, study.finished([r.config for r in runs], store),
                                    strict=True) if rec is None]
     print(f"{args.experiment} on profile {profile.name}: {len(runs)} runs, {len(missing)} "
@@ -65,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--decisive-seeds", type=int, default=None,
                    help="seeds of the decisive cells (default: 6; smoke profile 2)")
     w.add_argument("--decisive-only", action="store_true", help="only the decisive cells")
+    w.add_argument("--extend", action="store_true",
+                   help="one more seed for each decisive cell whose verdict is unresolved")
+    w.add_argument("--most", type=int, default=10,
+                   help="with --extend: the most seeds a decisive cell gets (default 10)")
     w.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: every N-th run from I")
     w.add_argument("--workers", type=int, default=2, help="single-threaded processes")
     w.add_argument("--store", default=None, help="store folder (default: the profile's)")

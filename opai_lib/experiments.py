@@ -382,6 +382,30 @@ OWN_ALL_ONES = {"SNIP": f"all-ones (BN {SnipOptions().bn_mode})",
                 "GraSP": f"all-ones (BN {GraspOptions().bn_mode})"}
 
 
+def extension(name: str, profile: Profile, table: pd.DataFrame, model: str = "resnet20",
+              most: int = 10) -> list[Run]:
+    """The next seed of every decisive cell of experiment ``name`` whose verdict is still
+    *unresolved* (its 95 % interval includes 0 and reaches past the margin), up to ``most``
+    pairs: that seed's run of the cell and of its reference. Run them and call again to
+    grow such cells one seed at a time."""
+    check_integer("most", most, 2)
+    exp = get_experiment(name)
+    judged = with_paper(effects(table, exp.reference), exp.reference)
+    out: dict[str, Run] = {}
+    for method, label, sparsity in exp.decisive:
+        row = judged[(judged["criterion"] == CRITERION_NAMES[method])
+                     & (judged["material"] == label)
+                     & (judged["sparsity %"] == round(100 * sparsity, 2))]
+        pairs = int(row["count"].iloc[0]) if len(row) else 0
+        if pairs >= most or (len(row) and row["verdict"].iloc[0] != "unresolved"):
+            continue
+        for run in exp.runs(profile, model, 1, pairs + 1, [sparsity]):
+            if (run.seed == pairs and run.arm.method == method
+                    and run.arm.label in (label, exp.reference)):
+                out[run.config.key()] = run
+    return list(out.values())
+
+
 def paired_sd(effect_rows: pd.DataFrame) -> float:
     """Standard deviation of the per-seed differences, pooled over the rows of ``effects``
     that have two pairs or more (each row's variance weighted by its pairs - 1)."""

@@ -985,3 +985,19 @@ def test_claims_judge_each_cell_of_the_papers_claims():
     assert missing["count"] == 0 and missing["verdict"] == "unresolved"
     sigma = out[(out["claim"] == "C3") & (out["material"] == "stitching σ=0.75")].iloc[0]
     assert sigma["count"] == 4 and sigma["mean"] == pytest.approx(0.25)
+
+
+def test_extension_adds_the_next_seed_to_unresolved_decisive_cells_only():
+    clear = {("images", 90): [50, 52, 51], ("DOP", 90): [60, 62, 61]}  # +10 each: supported
+    noisy = {("images", 95): [50, 52, 51], ("DOP", 95): [40, 62, 55]}  # unresolved
+    table = runs_table(cells("SNIP", {**clear, **noisy}))
+    ext = E.extension("dop_sparsity", CPU, table)
+    got = {(r.arm.criterion, r.arm.label, r.sparsity, r.seed) for r in ext}
+    # SNIP at 95 % gets seed 3 of both arms; GraSP's cells have no pair yet: seed 0
+    assert got == {("SNIP", "images", 0.95, 3), ("SNIP", "DOP", 0.95, 3),
+                   ("GraSP", "images", 0.9, 0), ("GraSP", "DOP", 0.9, 0),
+                   ("GraSP", "images", 0.95, 0), ("GraSP", "DOP", 0.95, 0)}
+    assert len({r.config.key() for r in ext}) == len(ext)
+    # the same cell at the most seeds allowed is not extended
+    assert not any(r.arm.criterion == "SNIP" for r in E.extension("dop_sparsity", CPU, table,
+                                                                    most=3))
