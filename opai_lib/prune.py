@@ -267,31 +267,56 @@ def prune_at_init(model: nn.Module, criterion: str, material, sparsity: float, s
     mask). ``seed`` drives every random draw (random scores, GraSP's re-initialisation, ties);
     the global RNG is not used.
     """
+    return masks_at_init(model, criterion, material, [sparsity], seed, options, **kwargs)[sparsity]
+
+
+def masks_at_init(model: nn.Module, criterion: str, material, sparsities, seed: int = 0,
+                  options: criteria.PruneOptions | None = None, **kwargs
+                  ) -> dict[float, masks.Mask]:
+    """``prune_at_init`` at each of ``sparsities`` (same arguments): a one-shot criterion
+    scores once and selects at every sparsity, giving the masks ``prune_at_init`` gives
+    one by one; an iterative one prunes again for each."""
     crit = criteria.CRITERIA.get(criterion)
-    _check_fraction("sparsity", sparsity)
+    sparsities = list(sparsities)
+    if not sparsities:
+        raise ValueError("sparsities must name at least one sparsity")
+    for sparsity in sparsities:
+        _check_fraction("sparsity", sparsity)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     options = options_of(crit.options_class, options, kwargs, repr(criterion))
-    densities = schedule_densities(1 - sparsity, options.rounds, options.schedule)
     batches = _as_batches(material, model)
     if crit.needs_data and batches is None:
         free = [n for n in criteria.CRITERIA.names() if not criteria.CRITERIA.get(n).needs_data]
         raise ValueError(f"criterion {criterion!r} needs material (a batch or batches); "
                          f"the data-free criteria are {free}")
     names = list(models.prunable(model, options.first_layer, options.last_layer))
-    generator = torch.Generator().manual_seed(seed)
-    mask = None
-    for t, density in enumerate(densities):
-        scores = crit.score(model, batches, names, mask, generator, **options.scoring())
-        if mask is not None and not crit.revive:
-            scores = {n: s.masked_fill(~mask[n], -math.inf) for n, s in scores.items()}
-        mask = select(scores, 1 - density, options.scope, seed=seed * 1000 + t)
+    out, scores = {}, None
+    for sparsity in sparsities:
+        densities = schedule_densities(1 - sparsity, options.rounds, options.schedule)
+        if options.rounds > 1 or scores is None:  # one shot: the same scores at every sparsity
+            generator = torch.Generator().manual_seed(seed)
+            mask = None
+            for t, density in enumerate(densities):
+                scores = crit.score(model, batches, names, mask, generator, **options.scoring())
+                if mask is not None and not crit.revive:
+                    scores = {n: s.masked_fill(~mask[n], -math.inf) for n, s in scores.items()}
+                mask = select(scores, 1 - density, options.scope, seed=seed * 1000 + t)
+        else:
+            mask = select(scores, sparsity, options.scope, seed=seed * 1000)
+        out[sparsity] = _check_collapse(mask, scores, criterion, sparsity, options.on_collapse)
+    return out
+
+
+def _check_collapse(mask: masks.Mask, scores, criterion: str, sparsity: float,
+                    on_collapse: str) -> masks.Mask:
+    """``mask`` with the ``on_collapse`` rule applied to its empty layers, if any."""
     dead = masks.empty_layers(mask)
-    if dead and options.on_collapse == "error":
+    if dead and on_collapse == "error":
         raise ValueError(
             f"layer collapse: {criterion} at sparsity {sparsity} kept no weight in "
             f"{', '.join(dead)}. Lower the sparsity, choose another scope, or pass "
             "on_collapse='repair' (or 'allow' to keep the empty layers).")
-    if dead and options.on_collapse == "repair":
+    if dead and on_collapse == "repair":
         mask = repair_collapse(mask, scores)
     return mask

@@ -269,3 +269,25 @@ def test_scoring_batches_name_a_class_without_images():
     images = images.subset(torch.nonzero(images.labels != 9).flatten())
     with pytest.raises(ValueError, match="class 9 has only 0 images"):
         prune.scoring_batches(images, per_class=2)
+
+
+@pytest.mark.parametrize("name, options", [("snip", {}), ("grasp", {}), ("random", {}),
+                                           ("synflow", {"rounds": 3}),
+                                           ("iter_snip", {"rounds": 3})])
+def test_masks_at_several_sparsities_are_the_masks_one_by_one(name, options):
+    net, batches = models.get_model("tiny", width=0.5, seed=0), material()
+    data = None if name in ("random", "synflow") else batches
+    sparsities = [0.3, 0.6, 0.8]
+    several = prune.masks_at_init(net, name, data, sparsities, seed=3, **options)
+    assert list(several) == sparsities
+    for s in sparsities:
+        one = prune.prune_at_init(net, name, data, s, seed=3, **options)
+        assert all(torch.equal(one[k], several[s][k]) for k in one), s
+
+
+def test_masks_at_init_checks_its_sparsities():
+    net = models.get_model("tiny", width=0.5, seed=0)
+    with pytest.raises(ValueError, match="at least one"):
+        prune.masks_at_init(net, "random", None, [])
+    with pytest.raises(ValueError, match="sparsity"):
+        prune.masks_at_init(net, "random", None, [0.5, 1.5])
