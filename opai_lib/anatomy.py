@@ -11,8 +11,9 @@ changes its mask by more than the mask's own draw-to-draw noise:
   *effective* sparsity can exceed its nominal one, up to 100 % for a cut network.
 - ``shuffle_within_layers`` and ``inverted``: the sanity checks of Frankle et al. (2021),
   a layer's kept positions redrawn at the same count, and scores turned upside down.
-- ``overlap_matrix`` and ``within_between``: overlaps of masks drawn from the same
-  material against masks from two materials, with a permutation test.
+- ``material_masks``: a criterion's masks for independent draws of one material on one
+  initial network; ``overlap_matrix`` and ``within_between``: overlaps of masks drawn from
+  the same material against masks from two materials, with a permutation test.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from opai_lib import masks, models
+from opai_lib import data as data_mod
+from opai_lib import masks, models, prune
+from opai_lib.materials import Material
 
 Mask = masks.Mask
 
@@ -146,6 +149,20 @@ def inverted(scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------------------
 # Within against between.
+
+def material_masks(model: nn.Module, criterion: str, material: Material,
+                   data: data_mod.ImageSet, draws: Sequence[int], sparsities: Sequence[float],
+                   options=None, seed: int = 0) -> dict[int, dict[float, Mask]]:
+    """``criterion``'s masks of ``model`` at each sparsity, for each draw of ``material``
+    (``draws``: the seeds its examples are drawn with); one score per draw for a one-shot
+    criterion (``prune.masks_at_init``). The criterion's own randomness (``seed``: GraSP's
+    re-drawn linear layer, ties) is the same for every draw, so the masks differ only by
+    the examples they were fed."""
+    if not isinstance(material, Material):
+        raise ValueError(f"material must be a materials.Material, got {type(material).__name__}")
+    return {d: prune.masks_at_init(model, criterion, material.make(data, d), sparsities, seed,
+                                   options) for d in draws}
+
 
 def overlap_matrix(mask_list: Sequence[Mask]) -> np.ndarray:
     """``M[i, j]``: the fraction of mask i's kept weights that mask j keeps."""
