@@ -15,6 +15,11 @@ augmentation (``data.augment_crop_flip``), ``y`` the class labels grouped by cla
 - ablations (section 4.2): ``all_ones`` (inputs of ones, real labels), ``random_segment``
   (random segments of the class's discovery images, not chosen by concept, same count and
   fill as ``dop``), ``less_patch`` (one patch per class, whatever ``per_class`` says).
+- controls from the literature: ``random_labels`` (the ``image`` batch with its labels
+  shuffled among its examples; Su et al. 2020), ``shuffled_pixels`` (each image of the
+  ``image`` batch with its pixel positions permuted, all channels alike; Su et al. 2020),
+  ``gaussian`` (standard normal inputs in the network's normalised space with balanced
+  labels, as NTK-SAP feeds).
 
 Concept materials are drawn from a ``concepts.ConceptSet``; without one, the cached
 discovery with the dataset's default classifier (``concepts.discover_default``: for
@@ -87,6 +92,35 @@ def _top(req: Request, label: int) -> list[concepts_mod.Concept]:
 def image_material(req: Request, augment: bool):
     idx = data_mod.balanced_indices(req.data.labels, req.per_class, req.seed)
     return finish(req.data.images[idx], req.data.labels[idx], req, augment)
+
+
+def _control_rng(req: Request) -> torch.Generator:
+    """The draws of a control, apart from those of the images it starts from."""
+    return torch.Generator().manual_seed(req.seed * 7919 + 1)
+
+
+@MATERIALS.register("random_labels")
+def random_labels_material(req: Request, augment: bool):
+    x, y = image_material(req, augment)
+    return x, y[torch.randperm(len(y), generator=_control_rng(req))]
+
+
+@MATERIALS.register("shuffled_pixels")
+def shuffled_pixels_material(req: Request, augment: bool):
+    x, y = image_material(req, augment)
+    g = _control_rng(req)
+    flat = x.flatten(2)  # (B, C, H*W): one permutation per image, the same for its channels
+    order = torch.stack([torch.randperm(flat.shape[-1], generator=g) for _ in range(len(x))])
+    shuffled = flat.gather(2, order[:, None, :].expand_as(flat))
+    return shuffled.view_as(x).contiguous(), y
+
+
+@MATERIALS.register("gaussian")
+def gaussian_material(req: Request, augment: bool):
+    """Standard normal inputs (no augmentation: there is no image to move)."""
+    _, h, w, c = req.data.images.shape
+    y = torch.arange(req.data.num_classes).repeat_interleave(req.per_class)
+    return torch.randn(len(y), c, h, w, generator=_control_rng(req)), y
 
 
 @MATERIALS.register("all_ones")

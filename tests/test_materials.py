@@ -176,3 +176,25 @@ def test_arguments_are_validated_before_compute(world):
                            found.mean, {0: found.classes[0]})
     with pytest.raises(ValueError, match=r"lacks classes \[1, 2"):
         make_material("dop", train, 2, 0, concepts=partial)
+
+
+def test_controls_keep_what_they_should_and_break_what_they_should():
+    train = data.synthetic(train=True)
+    x, y = make_material("image", train, 3, seed=5)
+    xl, yl = make_material("random_labels", train, 3, seed=5)
+    assert torch.equal(xl, x)  # the same images
+    assert sorted(yl.tolist()) == sorted(y.tolist()) and not torch.equal(yl, y)
+    xs, ys = make_material("shuffled_pixels", train, 3, seed=5)
+    assert torch.equal(ys, y) and not torch.equal(xs, x)
+    for a, b in zip(xs, x, strict=True):  # each image: its own pixels (C values together)
+        rows_a = torch.unique(a.flatten(1).T, dim=0, return_counts=True)
+        rows_b = torch.unique(b.flatten(1).T, dim=0, return_counts=True)
+        assert all(torch.equal(p, q) for p, q in zip(rows_a, rows_b, strict=True))
+    xg, yg = make_material("gaussian", train, 3, seed=5)
+    assert xg.shape == x.shape and torch.equal(yg, y)
+    big, _ = make_material("gaussian", train, 40, seed=1)
+    assert abs(big.mean().item()) < 0.02 and abs(big.std().item() - 1) < 0.02
+    again, _ = make_material("gaussian", train, 3, seed=5)
+    assert torch.equal(again, xg)
+    other, _ = make_material("gaussian", train, 3, seed=6)
+    assert not torch.equal(other, xg)
