@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -150,16 +151,18 @@ def inverted(scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------
 # Within against between.
 
-def material_masks(model: nn.Module, criterion: str, material: Material,
+def material_masks(model: nn.Module, criterion: str, material: Material, dataset: str,
                    data: data_mod.ImageSet, draws: Sequence[int], sparsities: Sequence[float],
                    options=None, seed: int = 0) -> dict[int, dict[float, Mask]]:
     """``criterion``'s masks of ``model`` at each sparsity, for each draw of ``material``
-    (``draws``: the seeds its examples are drawn with); one score per draw for a one-shot
-    criterion (``prune.masks_at_init``). The criterion's own randomness (``seed``: GraSP's
-    re-drawn linear layer, ties) is the same for every draw, so the masks differ only by
-    the examples they were fed."""
+    (``draws``: the seeds its examples are drawn with) from ``data``, the training images
+    of registered dataset ``dataset`` (whose default discovery concept materials use); one
+    score per draw for a one-shot criterion (``prune.masks_at_init``). The criterion's own
+    randomness (``seed``: GraSP's re-drawn linear layer, ties) is the same for every draw,
+    so the masks differ only by the examples they were fed."""
     if not isinstance(material, Material):
         raise ValueError(f"material must be a materials.Material, got {type(material).__name__}")
+    material = material.for_dataset(dataset)
     return {d: prune.masks_at_init(model, criterion, material.make(data, d), sparsities, seed,
                                    options) for d in draws}
 
@@ -213,3 +216,91 @@ def within_between(first: Sequence[Mask], second: Sequence[Mask], permutations: 
             "within": float(within), "between": float(between),
             "difference": float(observed), "p": (1 + more) / (1 + permutations),
             "draws": (n_a, n_b)}
+
+
+# ---------------------------------------------------------------------------------------
+# The tables of the mask-anatomy chapter: masks of one criterion, keyed by material label,
+# draw and sparsity (``arm_masks``).
+
+Draws = dict[str, dict[int, dict[float, Mask]]]
+
+
+def arm_masks(model: nn.Module, arms: Sequence, dataset: str, data: data_mod.ImageSet,
+              draws: Sequence[int], sparsities: Sequence[float], seed: int = 0) -> Draws:
+    """``material_masks`` of each arm (``experiments.Arm``: a criterion, a material and
+    options, under a label), keyed by the arm's label."""
+    labels = [arm.label for arm in arms]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"arms must have distinct labels, got {labels}")
+    return {arm.label: material_masks(model, arm.method, arm.material, dataset, data, draws,
+                                      sparsities, arm.options, seed) for arm in arms}
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``pvalues`` for testing them together."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (len(p) - rank) * p[i])
+        adjusted[i] = min(1.0, running)
+    return adjusted.tolist()
+
+
+def within_between_table(found: Draws, reference: str, permutations: int = 1000,
+                         seed: int = 0) -> pd.DataFrame:
+    """For every material but ``reference`` and every sparsity: mean overlap of two draws
+    of the material, of two draws of the reference, and of one draw of each; the
+    difference (within minus between) and its permutation p-value, Holm-adjusted over the
+    table's rows."""
+    if reference not in found:
+        raise ValueError(f"no masks of the reference {reference!r}; there are {list(found)}")
+    rows = []
+    for label, by_draw in found.items():
+        if label == reference:
+            continue
+        for s in next(iter(by_draw.values())):
+            r = within_between([m[s] for m in by_draw.values()],
+                               [m[s] for m in found[reference].values()], permutations, seed)
+            rows.append({"material": label, "sparsity %": round(100 * s, 2),
+                         "within": r["within first"], "within reference": r["within second"],
+                         "between": r["between"], "difference": r["difference"], "p": r["p"],
+                         "draws": r["draws"][0]})
+    out = pd.DataFrame(rows)
+    out["p (Holm)"] = holm(out["p"]) if len(out) else []
+    return out
+
+
+def layer_table(found: Draws, reference: str, sparsity: float) -> tuple:
+    """Per material (rows) and layer (columns), at ``sparsity``: the mean density over
+    draws, and the mean per-layer overlap of the material's masks with the reference's
+    (over pairs of draws; for the reference itself, pairs of distinct draws)."""
+    ref = [m[sparsity] for m in found[reference].values()]
+    density, overlap = {}, {}
+    for label, by_draw in found.items():
+        own = [m[sparsity] for m in by_draw.values()]
+        density[label] = pd.DataFrame([masks.density(m) for m in own]).drop(
+            columns="total").mean()
+        pairs = [layer_overlap(a, b) for i, a in enumerate(own) for j, b in enumerate(ref)
+                 if label != reference or i != j]
+        overlap[label] = pd.DataFrame(pairs).mean()
+    return pd.DataFrame(density).T, pd.DataFrame(overlap).T
+
+
+def effective_table(model: nn.Module, found: Draws, draws: int = 3,
+                    image_size: int = 32) -> pd.DataFrame:
+    """Nominal and effective sparsity (``effective_sparsity``), mean over the first
+    ``draws`` draws of each material and sparsity, and the most dead layers among them."""
+    rows = []
+    for label, by_draw in found.items():
+        chosen = list(by_draw.values())[:draws]
+        for s in chosen[0]:
+            got = [effective_sparsity(model, m[s], image_size) for m in chosen]
+            rows.append({"material": label, "sparsity %": round(100 * s, 2),
+                         "effective sparsity %": 100 * np.mean(
+                             [g["effective sparsity"] for g in got]),
+                         "unused kept": np.mean([g["unused kept"] for g in got]),
+                         "dead layers": max(len(g["dead layers"]) for g in got),
+                         "draws": len(got)})
+    return pd.DataFrame(rows)

@@ -146,6 +146,16 @@ def _criterion_arms(method: str, n: int, options_class, labels: tuple[str, ...])
         "random segments": Arm("random segments", method,
                                Material("random_segment", per_class=n)),
         "one patch": Arm("one patch", method, Material("less_patch", per_class=1)),
+        # Super Stitching: as many examples at sigma 0.5, a third as many at 0.75 (Table 2)
+        "stitching σ=0.5": Arm("stitching σ=0.5", method,
+                               Material("stitch", per_class=n, sigma=0.5)),
+        "stitching σ=0.75": Arm("stitching σ=0.75", method,
+                                Material("stitch", per_class=max(1, n // 3), sigma=0.75)),
+        # controls from the literature (issue 11): what a criterion makes of broken data
+        "random labels": Arm("random labels", method, Material("random_labels", per_class=n)),
+        "shuffled pixels": Arm("shuffled pixels", method,
+                               Material("shuffled_pixels", per_class=n)),
+        "gaussian": Arm("gaussian", method, Material("gaussian", per_class=n)),
     }
     for mode in ("eval", "train"):  # constant inputs in both BatchNorm modes, let collapse
         options = options_class(bn_mode=mode, on_collapse="allow")  # happen and show it
@@ -179,12 +189,10 @@ def ablation_arms(profile: Profile) -> list[Arm]:
 def stitching_arms(profile: Profile) -> list[Arm]:
     """Table 2: GraSP fed images, DOP and Super Stitching (sigma 0.5 with as many examples,
     0.75 with a third), beside the state of the art and data-free baselines."""
-    _, n = _scored(profile)
-    grasp = _criterion_arms("grasp", n, GraspOptions, ("images", "DOP"))
-    snip_n = profile.score_per_class
+    snip_n, n = _scored(profile)
+    grasp = _criterion_arms("grasp", n, GraspOptions,
+                            ("images", "DOP", "stitching σ=0.5", "stitching σ=0.75"))
     return grasp + [
-        Arm("stitching σ=0.5", "grasp", Material("stitch", per_class=n, sigma=0.5)),
-        Arm("stitching σ=0.75", "grasp", Material("stitch", per_class=n // 3, sigma=0.75)),
         Arm("all-ones", "synflow"),
         Arm("images", "iter_snip", Material("image", per_class=snip_n)),
         Arm("images", "force", Material("image", per_class=snip_n)),
@@ -202,6 +210,18 @@ def budget_arms(profile: Profile) -> list[Arm]:
     return (_criterion_arms("snip", snip_n, SnipOptions, ("images",))
             + _criterion_arms("grasp", grasp_n, GraspOptions, ("images",))
             + [Arm("random (uniform)", "random")])
+
+
+ANATOMY_LABELS = ("images", "DOP", "stitching σ=0.5", "stitching σ=0.75",
+                  "all-ones (BN eval)", "all-ones (BN train)", "random segments", "one patch",
+                  "random labels", "shuffled pixels", "gaussian")
+
+
+def anatomy_arms(profile: Profile) -> list[Arm]:
+    """Every material of the study and the controls, for SNIP and GraSP (mask anatomy)."""
+    snip_n, grasp_n = _scored(profile)
+    return (_criterion_arms("snip", snip_n, SnipOptions, ANATOMY_LABELS)
+            + _criterion_arms("grasp", grasp_n, GraspOptions, ANATOMY_LABELS))
 
 
 EXPERIMENTS = {

@@ -568,3 +568,69 @@ def test_within_between_needs_two_draws_each():
         anatomy.within_between([m, m], [m])
     with pytest.raises(ValueError):
         anatomy.within_between([], [])
+
+
+# ---------------------------------------------------------------------------------------
+# The chapter's tables
+
+
+def test_holm_hand_example():
+    # sorted 0.01, 0.02, 0.04 times 3, 2, 1 -> 0.03, 0.04, 0.04 (monotone), then capped at 1
+    assert anatomy.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert anatomy.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def _draws(first_half: float, n: int, seed: int) -> dict:
+    """``n`` masks over 400 weights keeping 100, a share ``first_half`` of them among the
+    first 200, at two 'sparsities' that are the same masks (enough for table shapes)."""
+    out = {}
+    for d in range(n):
+        g = torch.Generator().manual_seed(seed + d)
+        m = torch.zeros(400, dtype=torch.bool)
+        k = round(100 * first_half)
+        m[torch.randperm(200, generator=g)[:k]] = True
+        m[200 + torch.randperm(200, generator=g)[:100 - k]] = True
+        mask = {"a": m[:300].view(30, 10), "b": m[300:].clone()}
+        out[d] = {0.75: mask, 0.5: {n_: t.clone() for n_, t in mask.items()}}
+    return out
+
+
+def test_within_between_table_agrees_with_within_between():
+    found = {"images": _draws(0.5, 5, 0), "far": _draws(0.9, 5, 100),
+             "same": _draws(0.5, 5, 200)}
+    table = anatomy.within_between_table(found, "images", permutations=100, seed=1)
+    assert list(table["material"]) == ["far", "far", "same", "same"]
+    assert list(table["sparsity %"]) == [75.0, 50.0, 75.0, 50.0]
+    r = anatomy.within_between([m[0.75] for m in found["far"].values()],
+                               [m[0.75] for m in found["images"].values()], 100, 1)
+    row = table.iloc[0]
+    assert row["between"] == pytest.approx(r["between"]) and row["p"] == pytest.approx(r["p"])
+    assert row["difference"] > 0 and row["draws"] == 5
+    assert table["p (Holm)"].tolist() == pytest.approx(anatomy.holm(table["p"].tolist()))
+    with pytest.raises(ValueError, match="reference"):
+        anatomy.within_between_table(found, "nothing")
+
+
+def test_layer_table_reference_row_is_its_within_overlap():
+    found = {"images": _draws(0.5, 4, 0), "far": _draws(0.9, 4, 100)}
+    density, overlap = anatomy.layer_table(found, "images", 0.75)
+    assert list(density.index) == ["images", "far"] and list(density.columns) == ["a", "b"]
+    ref = [m[0.75] for m in found["images"].values()]
+    within_a = np.mean([anatomy.layer_overlap(x, y)["a"] for i, x in enumerate(ref)
+                        for j, y in enumerate(ref) if i != j])
+    assert overlap.loc["images", "a"] == pytest.approx(within_a)
+    assert density.loc["far", "a"] == pytest.approx(
+        np.mean([m[0.75]["a"].float().mean().item() for m in found["far"].values()]))
+
+
+def test_effective_table_averages_effective_sparsity():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+    names = list(models.prunable(net))
+    dense = {n: torch.ones_like(p, dtype=torch.bool) for n, p in net.named_parameters()
+             if n in names}
+    cut = {n: m.clone() for n, m in dense.items()}
+    cut[names[1]][:] = False  # the last layer cut: nothing is effective
+    found = {"x": {0: {0.5: dense}, 1: {0.5: cut}}}
+    table = anatomy.effective_table(net, found, draws=2, image_size=2)
+    assert table.loc[0, "effective sparsity %"] == pytest.approx(50.0)  # mean of 0 and 100
+    assert table.loc[0, "dead layers"] == 2 and table.loc[0, "draws"] == 2

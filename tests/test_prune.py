@@ -299,12 +299,12 @@ def test_material_masks_differ_only_by_the_draw():
 
     net = models.get_model("tiny", width=0.5, seed=0)
     train = data.synthetic(train=True)
-    got = anatomy.material_masks(net, "snip", Material("image", per_class=2), train,
-                                 draws=[0, 1, 0], sparsities=[0.3, 0.6])
+    got = anatomy.material_masks(net, "snip", Material("image", per_class=2), "synthetic",
+                                 train, draws=[0, 1, 0], sparsities=[0.3, 0.6])
     assert list(got) == [0, 1] and list(got[0]) == [0.3, 0.6]
-    again = anatomy.material_masks(net, "snip", Material("image", per_class=2), train,
-                                   draws=[0], sparsities=[0.6])
+    again = anatomy.material_masks(net, "snip", Material("image", per_class=2), "synthetic",
+                                   train, draws=[0], sparsities=[0.6])
     assert all(torch.equal(again[0][0.6][k], got[0][0.6][k]) for k in got[0][0.6])
     assert any(not torch.equal(got[0][0.6][k], got[1][0.6][k]) for k in got[0][0.6])
     with pytest.raises(ValueError, match="Material"):
-        anatomy.material_masks(net, "snip", "image", train, [0], [0.5])
+        anatomy.material_masks(net, "snip", "image", "synthetic", train, [0], [0.5])
