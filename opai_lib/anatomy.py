@@ -19,6 +19,7 @@ changes its mask by more than the mask's own draw-to-draw noise:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from opai_lib import data as data_mod
 from opai_lib import masks, models, prune
+from opai_lib.criteria import CRITERIA
 from opai_lib.materials import Material
 
 Mask = masks.Mask
@@ -163,6 +165,9 @@ def material_masks(model: nn.Module, criterion: str, material: Material, dataset
     if not isinstance(material, Material):
         raise ValueError(f"material must be a materials.Material, got {type(material).__name__}")
     material = material.for_dataset(dataset)
+    # a mask that empties a layer is measured here, not refused (``effective_table``)
+    options = dataclasses.replace(options or CRITERIA.get(criterion).options_class(),
+                                  on_collapse="allow")
     return {d: prune.masks_at_init(model, criterion, material.make(data, d), sparsities, seed,
                                    options) for d in draws}
 
@@ -288,7 +293,7 @@ def layer_table(found: Draws, reference: str, sparsity: float) -> tuple:
     return pd.DataFrame(density).T, pd.DataFrame(overlap).T
 
 
-def effective_table(model: nn.Module, found: Draws, draws: int = 3,
+def effective_table(found: Draws, model: nn.Module, draws: int = 3,
                     image_size: int = 32) -> pd.DataFrame:
     """Nominal and effective sparsity (``effective_sparsity``), mean over the first
     ``draws`` draws of each material and sparsity, and the most dead layers among them."""
@@ -304,3 +309,53 @@ def effective_table(model: nn.Module, found: Draws, draws: int = 3,
                          "dead layers": max(len(g["dead layers"]) for g in got),
                          "draws": len(got)})
     return pd.DataFrame(rows)
+
+
+def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: int,
+            criteria: Sequence[str] = ("snip", "grasp"), layer_sparsity: float | None = None
+            ) -> tuple:
+    """What the first cell of the mask-anatomy chapter does: check the parameters, then
+    make every criterion's masks for ``draws`` draws of every material and control
+    (``experiments.anatomy_arms``) on one initial network. Returns the profile, the model
+    and ``{criterion name: Draws}``."""
+    import time
+
+    from opai_lib import config, experiments, study
+
+    P = config.get_profile(profile)
+    draws = {"smoke": 2}.get(P.name, 20) if draws is None else draws
+    if sparsities is None:
+        sparsities = {"smoke": [0.6, 0.95]}.get(P.name, [0.6, 0.8, 0.9, 0.95, 0.98])
+    config.check_integer("draws", draws, 2)
+    config.check_integer("seed", seed, 0)
+    sparsities = list(sparsities) if isinstance(sparsities, list | tuple) else sparsities
+    config.check_parameter(
+        isinstance(sparsities, list) and len(sparsities) > 0
+        and all(isinstance(s, float) and 0 < s < 1 for s in sparsities)
+        and len(set(sparsities)) == len(sparsities),
+        "sparsities", sparsities, "a non-empty list of distinct numbers in (0, 1)")
+    config.check_parameter(layer_sparsity is None or layer_sparsity in sparsities,
+                           "layer_sparsity", layer_sparsity, f"one of sparsities {sparsities}")
+    arms = experiments.anatomy_arms(P)
+    for name in criteria:
+        config.check_parameter(any(a.method == name for a in arms), "criteria", name,
+                               f"{sorted({a.method for a in arms})}")
+    train, _ = study.run_data(P.dataset, P.train_per_class, P.test_per_class)
+    model = models.get_model(model_name, train.num_classes, P.width, seed=seed)
+    t0 = time.perf_counter()
+    found = {experiments.CRITERION_NAMES[c]: arm_masks(
+        model, [a for a in arms if a.method == c], P.dataset, train, range(draws),
+        sparsities, seed) for c in criteria}
+    print(f"profile {P.name}: {P.dataset}, {model_name} (width {P.width}, seed {seed}); "
+          f"{draws} draws of {len(arms) // len(criteria)} materials for {', '.join(found)} at "
+          f"sparsities {sparsities}: masks in {time.perf_counter() - t0:.0f} s on "
+          f"{config.cpu_model()}, {torch.get_num_threads()} thread(s)")
+    return P, model, found
+
+
+def by_criterion(found: dict[str, Draws], table, *args, **kwargs) -> pd.DataFrame:
+    """``table(draws, *args, **kwargs)`` (a function of this module returning a DataFrame)
+    for every criterion of ``found``, stacked with a ``criterion`` column first."""
+    parts = [table(d, *args, **kwargs).assign(criterion=c) for c, d in found.items()]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["criterion", *[c for c in out.columns if c != "criterion"]]]

@@ -554,17 +554,23 @@ SHOWN = {"criterion": "criterion", "material": "material", "sparsity %": "sparsi
          "paper": "paper"}
 
 
+HIDDEN = ("per_seed", "std", "decisive", "key", "cpu", "seconds", "seed")
+
+
 def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """A ``summary`` / ``effects`` table as the book prints it: short column names, the
-    per-seed lists and standard deviations left out, numbers rounded, no index. An effect
-    table's ``mean`` becomes ``difference``."""
+    """A table as the book prints it: short column names (``SHOWN``), the per-seed lists,
+    standard deviations and bookkeeping columns left out (and epochs where they do not
+    vary), numbers rounded, no index. An effect table's ``mean`` becomes ``difference``."""
     names = dict(SHOWN)
     if "per_seed" in rows:
         names["mean"] = "difference"
-    if "epochs" in rows and rows["epochs"].nunique() > 1:  # shown only where it varies
-        names["epochs"] = "epochs"
-    table = rows[[c for c in rows.columns if c in names]].rename(columns=names).round(digits)
-    plain = [c for c in ("sparsity %", "epochs", "samples", "n", "empty layers") if c in table]
+    hidden = set(HIDDEN)
+    if "epochs" in rows and rows["epochs"].nunique() <= 1:
+        hidden.add("epochs")
+    table = rows[[c for c in rows.columns if c not in hidden]].rename(columns=names)
+    table = table.round(digits)
+    plain = [c for c in ("sparsity %", "epochs", "samples", "n", "empty layers", "draws")
+             if c in table]
     return table.style.hide(axis="index").format(precision=digits, na_rep="–").format(
         "{:g}", subset=plain)
 

@@ -136,3 +136,21 @@ def effect_intervals(effects: pd.DataFrame, label: str = "material", ax=None,
     ax.invert_yaxis()
     ax.set_xlabel("accuracy difference, paired by seed (points)")
     return ax
+
+
+def heatmap(table: pd.DataFrame, ax=None, title: str | None = None, center: float | None = 0,
+            fmt: str = ".2f", label: str = ""):
+    """``table`` (rows x columns of numbers) as an annotated heat map; diverging colours
+    around ``center`` (None: sequential)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(5.0, 0.45 * table.shape[1] + 2.5),
+                                      0.35 * table.shape[0] + 1.5))
+    cmap = "vlag" if center is not None else "rocket_r"
+    sns.heatmap(table.astype(float), ax=ax, center=center, cmap=cmap, annot=table.shape[1] <= 12,
+                fmt=fmt, annot_kws={"fontsize": 7}, cbar_kws={"label": label})
+    ax.set_xticklabels([short_layer_name(t.get_text()) for t in ax.get_xticklabels()],
+                       rotation=70, ha="right", fontsize=8)
+    ax.set_ylabel("")
+    if title:
+        ax.set_title(title)
+    return ax

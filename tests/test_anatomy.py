@@ -631,6 +631,6 @@ def test_effective_table_averages_effective_sparsity():
     cut = {n: m.clone() for n, m in dense.items()}
     cut[names[1]][:] = False  # the last layer cut: nothing is effective
     found = {"x": {0: {0.5: dense}, 1: {0.5: cut}}}
-    table = anatomy.effective_table(net, found, draws=2, image_size=2)
+    table = anatomy.effective_table(found, net, draws=2, image_size=2)
     assert table.loc[0, "effective sparsity %"] == pytest.approx(50.0)  # mean of 0 and 100
     assert table.loc[0, "dead layers"] == 2 and table.loc[0, "draws"] == 2

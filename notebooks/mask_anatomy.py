@@ -1,0 +1,135 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Mask anatomy: does the material move the mask beyond its own noise?
+#
+# The trained chapters ask whether a material changes *accuracy*, which needs many seeds of
+# training to resolve. This chapter asks the question one step earlier, where no training
+# is needed: **does the material change the mask** more than a second draw of the same
+# material does? If DOP masks differ from image masks no more than two batches of images
+# differ from each other, the material cannot be what changes accuracy.
+#
+# For one initial ResNet-20 and each criterion (SNIP, GraSP), every material of the study
+# and three controls from the literature is drawn many times, each draw scored once, and
+# the mask selected at five sparsities (`opai_lib.anatomy`):
+#
+# - *within*: the mean overlap of two masks from different draws of one material (the
+#   fraction of one mask's kept weights that the other keeps);
+# - *between*: the mean overlap of a mask from the material with one from images;
+# - the difference (within, pooled over both materials, minus between) and a permutation
+#   test: shuffling which draw came from which material, how often is the difference as
+#   large? The p-values are adjusted for the number of cells tested (Holm).
+#
+# The controls are images with their labels shuffled and images with their pixels
+# shuffled (the corrupted inputs of Su et al. {cite}`su2020sanity`), and standard normal
+# inputs. Then, per layer, where the masks differ; and how many kept weights sit on no path
+# from input to output (*effective* sparsity, Vysogorets and Kempe
+# {cite}`vysogorets2021connectivity`), so that a nominally sparse mask that starves a stage
+# is seen for what it is.
+
+# %% tags=["parameters"]
+profile = "cpu"
+model_name = "resnet20"
+draws = None  # independent draws of every material; None: 20 (smoke: 2)
+sparsities = None  # None: 60, 80, 90, 95 and 98 % (smoke: 60 and 95 %)
+seed = 0  # the initial network and the criteria's own randomness
+permutations = 1000  # label shufflings of each permutation test
+layer_sparsity = 0.95  # the sparsity of the per-layer heat maps
+effective_draws = 3  # draws whose effective sparsity is computed
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+from opai_lib import anatomy, config, experiments, plots
+
+plots.setup_style()
+config.check_integer("permutations", permutations, 1)
+config.check_integer("effective_draws", effective_draws, 1)
+P, model, found = anatomy.chapter(profile, model_name, draws, sparsities, seed,
+                                  layer_sparsity=layer_sparsity)
+
+# %% [markdown]
+# (anatomy-within-between)=
+# ## Within against between
+#
+# One row per criterion, material and sparsity. A small *p (Holm)* says the material moves
+# the mask more than redrawing the images does; a large one says this test cannot tell
+# the material's masks from image masks.
+
+# %%
+wb = anatomy.by_criterion(found, anatomy.within_between_table, "images", permutations, seed)
+display(experiments.shown(wb, digits=3))
+moved = wb[wb["p (Holm)"] < 0.05]
+plots.glue_number("cells", len(wb))
+plots.glue_number("cells_moved", len(moved))
+for crit in found:
+    for label in ("DOP", "stitching σ=0.5"):
+        rows = wb[(wb["criterion"] == crit) & (wb["material"] == label)]
+        plots.glue_number(plots.slug(crit, label, "moved"), (rows["p (Holm)"] < 0.05).sum())
+        plots.glue_number(plots.slug(crit, label, "cells"), len(rows))
+
+# %% [markdown]
+# Of {glue:text}`cells:d` cells, {glue:text}`cells_moved:d` show a material whose masks
+# differ from image masks by more than image masks differ among themselves (Holm-adjusted
+# p < 0.05). For DOP this holds in {glue:text}`snip_dop_moved:d` of
+# {glue:text}`snip_dop_cells:d` sparsities with SNIP and {glue:text}`grasp_dop_moved:d` of
+# {glue:text}`grasp_dop_cells:d` with GraSP.
+# A material that passes this test *can* matter to accuracy; one that fails it cannot,
+# whatever a single trained run suggests.
+
+# %%
+fig, axes = plt.subplots(1, len(found), figsize=(5.5 * len(found), 4.2), squeeze=False)
+for ax, (crit, rows) in zip(axes[0], wb.groupby("criterion", sort=False), strict=True):
+    plots.heatmap(rows.pivot(index="material", columns="sparsity %", values="difference")
+                  .loc[list(dict.fromkeys(rows["material"]))], ax=ax, title=crit,
+                  label="within - between overlap")
+plt.show()
+
+# %% [markdown]
+# (anatomy-layers)=
+# ## Where the masks differ, layer by layer
+#
+# At the sparsity chosen above, for each material: the fraction of each layer's weights
+# kept (mean over draws), and the overlap of its masks with image masks in that layer. The
+# `images` row of the overlap map is the within-images overlap: the level any other row has
+# to fall below before the material is moving that layer.
+
+# %%
+for crit, draws_of in found.items():
+    density, overlap = anatomy.layer_table(draws_of, "images", layer_sparsity)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.45 * density.shape[1] + 3), 9))
+    plots.heatmap(density, ax=axes[0], center=None, label="fraction kept",
+                  title=f"{crit}: density at {100 * layer_sparsity:g} % sparsity")
+    plots.heatmap(overlap, ax=axes[1], center=None, label="overlap with image masks",
+                  title=f"{crit}: overlap with image masks")
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# (anatomy-effective)=
+# ## Effective sparsity
+#
+# Weights on no input-output path cannot affect the network. The table gives, for the
+# first draws of each material, the mean effective sparsity, the kept weights no path
+# uses, and the most layers left with no effective weight.
+
+# %%
+eff = anatomy.by_criterion(found, anatomy.effective_table, model, effective_draws)
+display(experiments.shown(eff, digits=2))
+plots.glue_number("most_unused", eff["unused kept"].max())
+plots.glue_number("dead_cells", int((eff["dead layers"] > 0).sum()))
+
+# %% [markdown]
+# In {glue:text}`dead_cells:d` of these cells a mask leaves a layer with no effective weight,
+# and at most {glue:text}`most_unused:,.0f` kept weights sit on no path. Where a material
+# starves a layer this way, its trained accuracy measures a cut network, and the chapters
+# on accuracy flag the same masks by their empty layers and last-stage share.
