@@ -634,3 +634,16 @@ def test_effective_table_averages_effective_sparsity():
     table = anatomy.effective_table(found, net, draws=2, image_size=2)
     assert table.loc[0, "effective sparsity %"] == pytest.approx(50.0)  # mean of 0 and 100
     assert table.loc[0, "dead layers"] == 2 and table.loc[0, "draws"] == 2
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"draws": 1}, "draws"), ({"draws": 2.5}, "draws"), ({"sparsities": [1.2]}, "sparsities"),
+    ({"sparsities": [0.5, 0.5]}, "sparsities"), ({"sparsities": 0.5}, "sparsities"),
+    ({"layer_sparsity": 0.9}, "layer_sparsity"), ({"criteria": ("foo",)}, "criteria"),
+    ({"seed": -1}, "seed")])
+def test_chapter_checks_its_parameters_before_any_mask(kwargs, name):
+    args = {"draws": 2, "sparsities": [0.5, 0.7], "seed": 0, **kwargs}
+    extra = {k: args.pop(k) for k in ("criteria", "layer_sparsity") if k in args}
+    with pytest.raises(ValueError, match=name):
+        anatomy.chapter("smoke", "resnet20", args["draws"], args["sparsities"], args["seed"],
+                        **extra)

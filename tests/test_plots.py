@@ -182,3 +182,17 @@ def test_effect_intervals_without_margin_and_by_arm():
         "90.0 | SNIP: DOP", "95.0 | GraSP: DOP", "95.0 | random: random (ERK)"]
     assert not ax.patches  # no margin band
     assert len([ln for ln in ax.get_lines() if list(ln.get_xdata()) == [0, 0]]) == 1
+
+
+def test_heatmap_draws_one_cell_per_entry():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame([[0.1, -0.2, 0.0], [0.3, 0.4, -0.5]], index=["a", "b"],
+                         columns=["layer1.0.conv1.weight", "fc.weight", "conv1.weight"])
+    ax = plots.heatmap(table, title="t")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["layer1.0.conv1", "fc", "conv1"]
+    assert len(ax.collections[0].get_array().ravel()) == 6 and ax.get_title() == "t"
+    plt.close("all")
