@@ -67,6 +67,17 @@ plots.glue_number("verdict_max_n", verdicts["count"].max())
 # - **C3, Super Stitching does better than images at 95 %** (Table 2):
 #   {ref}`stitching-effects`, beside the state-of-the-art methods in {ref}`stitching-table`.
 #
+# Before any training, {ref}`anatomy-within-between` asks whether a material moves the mask
+# more than a second draw of the same material does: in
+# {glue:text}`mask_anatomy.ipynb::cells_moved:d` of its
+# {glue:text}`mask_anatomy.ipynb::cells:d` cells (criterion, material, sparsity) it does,
+# after Holm's adjustment. For DOP against images the test passes in
+# {glue:text}`mask_anatomy.ipynb::snip_dop_moved:d` of
+# {glue:text}`mask_anatomy.ipynb::snip_dop_cells:d` sparsities with SNIP and
+# {glue:text}`mask_anatomy.ipynb::grasp_dop_moved:d` of
+# {glue:text}`mask_anatomy.ipynb::grasp_dop_cells:d` with GraSP. A trained difference in a
+# cell where the masks are indistinguishable from image masks cannot come from the material.
+#
 # Whether this budget can answer the question at all is checked in {ref}`dop-budget`: if
 # SNIP and GraSP fed images do not beat a random mask of the same layer densities there,
 # the criteria have not paid off after four epochs, and a verdict on their material is a
