@@ -48,7 +48,7 @@ workers = 2  # single-threaded training processes
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from opai_lib import experiments, plots
+from opai_lib import experiments, plots, verdicts
 
 plots.setup_style()
 P, runs, table = experiments.chapter("ablations", profile, model_name, seeds, decisive_seeds,
@@ -78,8 +78,8 @@ display(experiments.shown(summary))
 # difference is real without a claim to check.
 
 # %%
-ablation = experiments.with_paper(experiments.effects(table, "images", runs), "images")
-plots.effect_intervals(ablation, margin=experiments.MARGIN)
+ablation = verdicts.with_paper(experiments.effects(table, "images", runs), "images")
+plots.effect_intervals(ablation, margin=verdicts.MARGIN)
 plt.show()
 display(experiments.shown(ablation))
 _ = plots.glue_effects(ablation)

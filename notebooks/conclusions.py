@@ -24,7 +24,7 @@
 # accuracies.
 #
 # This page computes nothing: it reads the runs of the three experiment chapters from the
-# record and judges each of the paper's claims by one rule (`experiments.verdict`):
+# record and judges each of the paper's claims by one rule (`verdicts.verdict`):
 # *supported* when our 95 % interval excludes zero on the paper's side, *contradicted* when
 # it excludes zero on the other side, *smaller than 2 points* when it lies within two points
 # of zero, *unresolved* otherwise. Each row gives its number of paired seeds.
@@ -36,18 +36,18 @@ model_name = "resnet20"
 # %%
 from IPython.display import display
 
-from opai_lib import config, experiments, plots
+from opai_lib import config, experiments, plots, verdicts
 
 P = config.get_profile(profile)
 tables = {name: experiments.record_table(name, P, model_name)[1]
           for name in ("dop_sparsity", "ablations", "super_stitching")}
-verdicts = experiments.claims(tables)
-display(experiments.shown(verdicts))
-for outcome in experiments.VERDICTS:
-    plots.glue_number(plots.slug("verdicts", outcome), (verdicts["verdict"] == outcome).sum())
-plots.glue_number("verdict_cells", len(verdicts))
-plots.glue_number("verdict_min_n", verdicts["count"].min())
-plots.glue_number("verdict_max_n", verdicts["count"].max())
+judged = verdicts.claims(tables)
+display(experiments.shown(judged))
+for outcome in verdicts.VERDICTS:
+    plots.glue_number(plots.slug("verdicts", outcome), (judged["verdict"] == outcome).sum())
+plots.glue_number("verdict_cells", len(judged))
+plots.glue_number("verdict_min_n", judged["count"].min())
+plots.glue_number("verdict_max_n", judged["count"].max())
 
 # %% [markdown]
 # (verdict-table)=

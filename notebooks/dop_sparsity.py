@@ -47,7 +47,7 @@ workers = 2  # single-threaded training processes
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from opai_lib import experiments, plots
+from opai_lib import experiments, plots, verdicts
 
 plots.setup_style()
 P, runs, table = experiments.chapter("dop_sparsity", profile, model_name, seeds, decisive_seeds,
@@ -69,7 +69,7 @@ dense = summary.loc[summary["criterion"] == "dense", "mean"]
 plots.accuracy_curves(summary[summary["criterion"] != "dense"],
                       dense=dense.iloc[0] if len(dense) else None)
 plt.show()
-display(experiments.shown(experiments.beside_paper(summary)))
+display(experiments.shown(verdicts.beside_paper(summary)))
 
 # %% [markdown]
 # (dop-effects)=
@@ -77,20 +77,20 @@ display(experiments.shown(experiments.beside_paper(summary)))
 #
 # Below, each row is a criterion at a sparsity: the mean of DOP's accuracy minus the image
 # arm's over paired seeds, its 95 % interval, the number of pairs, the paper's difference and
-# the verdict by the rule of `experiments.verdict`: *supported* when our interval excludes 0
+# the verdict by the rule of `verdicts.verdict`: *supported* when our interval excludes 0
 # on the paper's side, *contradicted* on the other side, *smaller than 2 points* when it
 # includes 0 but excludes effects of 2 points, *unresolved* otherwise.
 
 # %%
-dop = experiments.with_paper(experiments.effects(table, "images", runs), "images")
-plots.effect_intervals(dop, margin=experiments.MARGIN)
+dop = verdicts.with_paper(experiments.effects(table, "images", runs), "images")
+plots.effect_intervals(dop, margin=verdicts.MARGIN)
 plt.show()
 display(experiments.shown(dop))
-sd = experiments.paired_sd(dop)
+sd = verdicts.paired_sd(dop)
 plots.glue_number("paired_sd", sd)
-plots.glue_number("detectable_decisive", experiments.detectable_effect(
+plots.glue_number("detectable_decisive", verdicts.detectable_effect(
     sd, experiments.seed_counts(P.name, seeds, decisive_seeds)[1]))
-plots.glue_number("detectable_10", experiments.detectable_effect(sd, 10))
+plots.glue_number("detectable_10", verdicts.detectable_effect(sd, 10))
 _ = plots.glue_effects(dop)
 
 # %% [markdown]

@@ -40,7 +40,7 @@ workers = 2  # single-threaded training processes
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from opai_lib import experiments, plots
+from opai_lib import experiments, plots, verdicts
 
 plots.setup_style()
 P, runs, table = experiments.chapter("super_stitching", profile, model_name, seeds,
@@ -56,34 +56,34 @@ P, runs, table = experiments.chapter("super_stitching", profile, model_name, see
 
 # %%
 summary = experiments.summary(table, runs)
-display(experiments.shown(experiments.beside_paper(summary)))
+display(experiments.shown(verdicts.beside_paper(summary)))
 
 # %% [markdown]
 # Table 2's lower half, as the paper quotes it: other papers' ResNet-50 / ImageNet numbers
 # under their own recipes and sample counts, not comparable with each other or with ours.
 
 # %%
-display(experiments.PAPER_REPORTED.style.hide(axis="index").format(precision=2, na_rep="–"))
+display(verdicts.PAPER_REPORTED.style.hide(axis="index").format(precision=2, na_rep="–"))
 
 # %% [markdown]
 # (stitching-effects)=
 # ## Against GraSP fed images, seed by seed
 #
 # First the paper's comparison, within GraSP: each material minus images, with the
-# paper's difference and the verdict (rule in `experiments.verdict`). Then every method
+# paper's difference and the verdict (rule in `verdicts.verdict`). Then every method
 # against GraSP fed images, which says where stitching stands among the others on this
 # budget.
 
 # %%
-stitching = experiments.with_paper(experiments.effects(table, "images", runs), "images")
-plots.effect_intervals(stitching, margin=experiments.MARGIN)
+stitching = verdicts.with_paper(experiments.effects(table, "images", runs), "images")
+plots.effect_intervals(stitching, margin=verdicts.MARGIN)
 plt.show()
 display(experiments.shown(stitching))
 _ = plots.glue_effects(stitching)
 
 # %%
 field = experiments.effects(table, ("GraSP", "images"), runs)
-plots.effect_intervals(field, label="arm", margin=experiments.MARGIN)
+plots.effect_intervals(field, label="arm", margin=verdicts.MARGIN)
 plt.show()
 display(experiments.shown(field))
 _ = plots.glue_effects(field, label="arm", prefix="vs_grasp")

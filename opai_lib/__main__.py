@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opai_lib import config, experiments, pages, record, study
+from opai_lib import config, experiments, pages, record, study, verdicts
 
 
 def _print(rows: list[dict]) -> None:
@@ -46,7 +46,7 @@ def sweep(args) -> int:
     store = args.store or study.store_dir(profile.name)
     if args.extend:  # one more seed for each decisive cell still unresolved
         table = experiments.collect(runs, store, data_classes(profile), compute=False)
-        runs = experiments.extension(args.experiment, profile, table, args.model, args.most)
+        runs = verdicts.extension(args.experiment, profile, table, args.model, args.most)
     runs = [r for r in runs if r.decisive or not args.decisive_only][args.shard[0]::args.shard[1]]
     missing = [r for r, rec in zip(runs, study.finished([r.config for r in runs], store),
                                    strict=True) if rec is None]

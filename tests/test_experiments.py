@@ -14,6 +14,7 @@ from scipy import stats
 from opai_lib import __main__ as cli
 from opai_lib import config, study
 from opai_lib import experiments as E
+from opai_lib import verdicts as V
 from opai_lib.materials import Material
 from opai_lib.store import Store
 
@@ -73,19 +74,19 @@ def cell(run):
     (-3.0, 0.5, 0, "unresolved"),
 ])
 def test_verdict_outcomes(mean, half, sign, expected):
-    assert E.verdict(mean, half, sign) == expected
+    assert V.verdict(mean, half, sign) == expected
 
 
 def test_verdict_margin_is_a_parameter():
-    assert E.verdict(0.5, 1.0, 1, margin=1.0) == "unresolved"  # [-0.5, 1.5] reaches past 1
-    assert E.verdict(1.0, 2.0, 1, margin=5.0) == "smaller than 5 points"  # [-1, 3]
-    assert E.verdict(0.5, 1.0, 1, margin=2.5) == "smaller than 2.5 points"
+    assert V.verdict(0.5, 1.0, 1, margin=1.0) == "unresolved"  # [-0.5, 1.5] reaches past 1
+    assert V.verdict(1.0, 2.0, 1, margin=5.0) == "smaller than 5 points"  # [-1, 3]
+    assert V.verdict(0.5, 1.0, 1, margin=2.5) == "smaller than 2.5 points"
 
 
 @pytest.mark.parametrize("sign", [2, -2, 0.5, "1", None])
 def test_verdict_rejects_other_signs(sign):
     with pytest.raises(ValueError, match="paper_sign"):
-        E.verdict(1.0, 1.0, sign)
+        V.verdict(1.0, 1.0, sign)
 
 
 # ---------------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def test_effects_pair_by_seed(grids):
     assert row["mean"] == pytest.approx(2.0)
     # the sample standard deviation of {1, 2, 3} is 1
     assert row["ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * 1 / math.sqrt(3))
-    judged = E.with_paper(out, "images").iloc[0]
+    judged = V.with_paper(out, "images").iloc[0]
     assert judged["paper effect"] == pytest.approx(64.12 - 61.06)
     # [2 - 2.48, 2 + 2.48] includes 0 and reaches past 2 points: three seeds are too few
     assert judged["verdict"] == "unresolved"
@@ -381,14 +382,14 @@ def test_effects_pair_by_seed(grids):
 
 
 def test_paper_effect():
-    assert E.paper_effect("SNIP", "DOP", "images", 90) == pytest.approx(64.12 - 61.06)
-    assert E.paper_effect("SNIP", "DOP", "images", 90.0) == pytest.approx(3.06)
-    assert E.paper_effect("GraSP", "DOP", "images", 95) == pytest.approx(60.02 - 61.76)
-    assert E.paper_effect("GraSP", "stitching σ=0.75", "images", 60) == pytest.approx(
+    assert V.paper_effect("SNIP", "DOP", "images", 90) == pytest.approx(64.12 - 61.06)
+    assert V.paper_effect("SNIP", "DOP", "images", 90.0) == pytest.approx(3.06)
+    assert V.paper_effect("GraSP", "DOP", "images", 95) == pytest.approx(60.02 - 61.76)
+    assert V.paper_effect("GraSP", "stitching σ=0.75", "images", 60) == pytest.approx(
         73.94 - 73.87)
-    assert math.isnan(E.paper_effect("SNIP", "random segments", "images", 90))
-    assert math.isnan(E.paper_effect("SNIP", "DOP", "images", 70))
-    assert math.isnan(E.paper_effect("FORCE", "images", "images", 90))
+    assert math.isnan(V.paper_effect("SNIP", "random segments", "images", 90))
+    assert math.isnan(V.paper_effect("SNIP", "DOP", "images", 70))
+    assert math.isnan(V.paper_effect("FORCE", "images", "images", 90))
 
 
 def test_with_paper_signs_and_verdicts():
@@ -402,7 +403,7 @@ def test_with_paper_signs_and_verdicts():
         ("SNIP", 90.0, "random segments", 0.5, 1.0),       # no claim, within 2
         ("SNIP", 90.0, "DOP", 10.0, math.nan),             # one seed
     ], columns=["criterion", "sparsity %", "material", "mean", "ci95"])
-    out = E.with_paper(rows, "images")
+    out = V.with_paper(rows, "images")
     assert out["verdict"].tolist() == [
         "supported", "contradicted", "supported", "supported", "contradicted",
         "unresolved", "smaller than 2 points", "unresolved"]
@@ -413,7 +414,7 @@ def test_with_paper_signs_and_verdicts():
 
 
 def test_paper_sign_covers_the_all_ones_arms():
-    assert E.PAPER_SIGN == {("SNIP", "all-ones (BN eval)"): -1, ("SNIP", "all-ones (BN train)"): -1,
+    assert V.PAPER_SIGN == {("SNIP", "all-ones (BN eval)"): -1, ("SNIP", "all-ones (BN train)"): -1,
                             ("GraSP", "all-ones (BN eval)"): -1,
                             ("GraSP", "all-ones (BN train)"): -1}
 
@@ -579,36 +580,36 @@ def t_formula(sd, n, power=0.8, alpha=0.05):
     (1.0, 2, 0.8, 0.05), (2.0, 6, 0.8, 0.05), (0.5, 10, 0.9, 0.05), (3.0, 34, 0.8, 0.01),
     (1.5, 100, 0.5, 0.1)])
 def test_detectable_effect_is_the_t_formula(sd, n, power, alpha):
-    assert E.detectable_effect(sd, n, power, alpha) == pytest.approx(
+    assert V.detectable_effect(sd, n, power, alpha) == pytest.approx(
         t_formula(sd, n, power, alpha))
 
 
 def test_detectable_effect_anchors():
     # sd 2: (2.5706 + 0.9195) * 2 / sqrt(6) = 2.850; (2.0345 + 0.8527) * 2 / sqrt(34) = 0.990
-    assert E.detectable_effect(2.0, 6) == pytest.approx(2.85, abs=0.005)
-    assert E.detectable_effect(2.0, 34) == pytest.approx(0.99, abs=0.005)
-    assert E.detectable_effect(4.0, 6) == pytest.approx(2 * E.detectable_effect(2.0, 6))
+    assert V.detectable_effect(2.0, 6) == pytest.approx(2.85, abs=0.005)
+    assert V.detectable_effect(2.0, 34) == pytest.approx(0.99, abs=0.005)
+    assert V.detectable_effect(4.0, 6) == pytest.approx(2 * V.detectable_effect(2.0, 6))
     # a higher power or a stricter level needs a larger effect
-    assert E.detectable_effect(1.0, 6, power=0.9) > E.detectable_effect(1.0, 6)
-    assert E.detectable_effect(1.0, 6, alpha=0.01) > E.detectable_effect(1.0, 6)
+    assert V.detectable_effect(1.0, 6, power=0.9) > V.detectable_effect(1.0, 6)
+    assert V.detectable_effect(1.0, 6, alpha=0.01) > V.detectable_effect(1.0, 6)
 
 
 def test_detectable_effect_decreases_with_pairs():
-    values = [E.detectable_effect(1.0, n) for n in range(2, 60)]
+    values = [V.detectable_effect(1.0, n) for n in range(2, 60)]
     assert all(a > b for a, b in zip(values, values[1:], strict=False))
 
 
 @pytest.mark.parametrize("n", [1, 0, -3, 2.0, True])
 def test_detectable_effect_needs_two_pairs(n):
     with pytest.raises(ValueError, match="n must be an integer >= 2"):
-        E.detectable_effect(1.0, n)
+        V.detectable_effect(1.0, n)
 
 
 def test_detectable_effect_has_its_power_by_simulation():
     """With the true mean difference at the detectable effect, a paired t-test at 5 %
     rejects in about 80 % of repetitions."""
     n, reps = 10, 4000
-    delta = E.detectable_effect(1.0, n)
+    delta = V.detectable_effect(1.0, n)
     rng = np.random.default_rng(12345)
     differences = rng.normal(delta, 1.0, size=(reps, n))
     p = stats.ttest_1samp(differences, 0.0, axis=1).pvalue
@@ -626,14 +627,14 @@ def test_detectable_effect_has_its_power_by_simulation():
 def test_paired_sd_pools_by_pairs():
     rows = pd.DataFrame({"per_seed": [[1.0, 2.0, 3.0], [0.0, 4.0], [7.0]]})
     # squares about the mean: 1 + 0 + 1 = 2 (2 degrees of freedom), 4 + 4 = 8 (1)
-    assert E.paired_sd(rows) == pytest.approx(math.sqrt((2 + 8) / (2 + 1)))
-    assert E.paired_sd(rows.iloc[:1]) == pytest.approx(1.0)
-    assert E.paired_sd(rows.iloc[1:]) == pytest.approx(math.sqrt(8.0))  # the single is ignored
+    assert V.paired_sd(rows) == pytest.approx(math.sqrt((2 + 8) / (2 + 1)))
+    assert V.paired_sd(rows.iloc[:1]) == pytest.approx(1.0)
+    assert V.paired_sd(rows.iloc[1:]) == pytest.approx(math.sqrt(8.0))  # the single is ignored
 
 
 def test_paired_sd_nan_without_two_pairs():
-    assert math.isnan(E.paired_sd(pd.DataFrame({"per_seed": [[1.0], [3.0]]})))
-    assert math.isnan(E.paired_sd(pd.DataFrame({"per_seed": []})))
+    assert math.isnan(V.paired_sd(pd.DataFrame({"per_seed": [[1.0], [3.0]]})))
+    assert math.isnan(V.paired_sd(pd.DataFrame({"per_seed": []})))
 
 
 # ---------------------------------------------------------------------------------------
@@ -799,10 +800,10 @@ def test_beside_paper():
          ("SNIP", "random segments", 90.0, 45.0), ("SNIP", "DOP", 70.0, 55.0),
          ("random", "random (uniform)", 90.0, 35.0), ("FORCE", "images", 90.0, 44.0)],
         columns=["criterion", "material", "sparsity %", "mean"])
-    out = E.beside_paper(rows)
+    out = V.beside_paper(rows)
     paper = out["paper %"].tolist()
     assert paper[:4] == [64.12, 36.43, 62.06, 76.47]  # Tables 1 and 2; the dense ResNet-50
-    assert E.PAPER_DENSE == 76.47
+    assert V.PAPER_DENSE == 76.47
     assert all(math.isnan(p) for p in paper[4:])
     assert "paper %" not in rows  # the input is left as it was
     assert out.drop(columns="paper %").equals(rows)
@@ -893,18 +894,18 @@ def test_tables_of_no_records(grids):
         assert table.empty and list(table.columns) == E.FRAME_COLUMNS
         summary = E.summary(table)
         assert summary.empty and list(summary.columns) == SUMMARY_COLUMNS
-        beside = E.beside_paper(summary)
+        beside = V.beside_paper(summary)
         assert beside.empty and list(beside.columns) == [*SUMMARY_COLUMNS, "paper %"]
         effects = E.effects(table, "images")
         assert effects.empty and list(effects.columns) == EFFECT_COLUMNS
-        judged = E.with_paper(effects, "images")
+        judged = V.with_paper(effects, "images")
         assert judged.empty
         assert list(judged.columns) == [*EFFECT_COLUMNS, "paper effect", "verdict"]
         against = E.effects(table, ("random", "random (uniform)"))
         assert against.empty
         assert list(against.columns) == ["sparsity %", "epochs", "arm", "mean", "ci95", "count",
                                          "per_seed"]
-        assert math.isnan(E.paired_sd(effects))
+        assert math.isnan(V.paired_sd(effects))
         E.shown(beside).to_html()
         E.shown(judged).to_html()
 
@@ -949,7 +950,7 @@ def test_planned_cells_get_rows_with_no_runs(grids):
     assert eff.loc[("SNIP", "DOP", 90.0), "per_seed"] == pytest.approx([2.0, 3.0])
     assert eff.loc[("GraSP", "DOP", 60.0), "count"] == 0
     assert eff.loc[("GraSP", "DOP", 60.0), "per_seed"] == []
-    judged = E.with_paper(eff.reset_index(), "images")
+    judged = V.with_paper(eff.reset_index(), "images")
     assert set(judged.loc[judged["count"] == 0, "verdict"]) == {"unresolved"}
     cross = E.effects(table, ("random", "random (uniform)"), runs)
     assert len(cross) == 16 and (cross["count"] == 0).all()  # 4 arms x 4 sparsities, no random
@@ -964,7 +965,7 @@ def test_claims_judge_each_cell_of_the_papers_claims():
         ("images", 95): [40, 42, 41], ("all-ones (BN eval)", 95): [20, 22, 21]}))  # -20
     stitching = runs_table(cells("GraSP", {("images", 95): [60, 61, 62, 63],
                                            ("stitching σ=0.75", 95): [60, 62, 61, 64]}))
-    out = E.claims({"dop_sparsity": dop, "ablations": ablations,
+    out = V.claims({"dop_sparsity": dop, "ablations": ablations,
                     "super_stitching": stitching})
     assert len(out) == 4 + 8 + 2 + 2  # C1 cells, C2 cells, C3 cells, C1 growth rows
     row = out[(out["claim"] == "C2") & (out["criterion"] == "SNIP")
@@ -991,7 +992,7 @@ def test_extension_adds_the_next_seed_to_unresolved_decisive_cells_only():
     clear = {("images", 90): [50, 52, 51], ("DOP", 90): [60, 62, 61]}  # +10 each: supported
     noisy = {("images", 95): [50, 52, 51], ("DOP", 95): [40, 62, 55]}  # unresolved
     table = runs_table(cells("SNIP", {**clear, **noisy}))
-    ext = E.extension("dop_sparsity", CPU, table)
+    ext = V.extension("dop_sparsity", CPU, table)
     got = {(r.arm.criterion, r.arm.label, r.sparsity, r.seed) for r in ext}
     # SNIP at 95 % gets seed 3 of both arms; GraSP's cells have no pair yet: seed 0
     assert got == {("SNIP", "images", 0.95, 3), ("SNIP", "DOP", 0.95, 3),
@@ -999,5 +1000,5 @@ def test_extension_adds_the_next_seed_to_unresolved_decisive_cells_only():
                    ("GraSP", "images", 0.95, 0), ("GraSP", "DOP", 0.95, 0)}
     assert len({r.config.key() for r in ext}) == len(ext)
     # the same cell at the most seeds allowed is not extended
-    assert not any(r.arm.criterion == "SNIP" for r in E.extension("dop_sparsity", CPU, table,
+    assert not any(r.arm.criterion == "SNIP" for r in V.extension("dop_sparsity", CPU, table,
                                                                     most=3))

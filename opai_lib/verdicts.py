@@ -1,0 +1,205 @@
+"""The DOP paper beside our runs: its numbers, one rule for verdicts, its claims.
+
+Yang et al. (2022) report ResNet-50 on ImageNet, one run per cell. Accuracies on another
+scale cannot be compared, so a verdict compares *effects*: a method minus the same
+criterion fed images, paired by seed (``experiments.effects``), against the sign of the
+paper's effect. ``verdict`` is the rule, ``claims`` applies it to every cell where the
+paper makes a claim, ``extension`` grows the seeds of a decisive cell while its verdict is
+unresolved, and ``detectable_effect`` says what a number of seeds can resolve.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from opai_lib.config import Profile, check_integer
+from opai_lib.experiments import (
+    CRITERION_NAMES,
+    OWN_ALL_ONES,
+    Run,
+    effects,
+    gap_growth,
+    get_experiment,
+)
+
+# An effect under this many points is too small to claim either way.
+MARGIN = 2.0
+
+
+# The paper beside us (Yang et al. 2022; ResNet-50 on ImageNet, one seed, top-1 %).
+
+PAPER_DENSE = 76.47
+PAPER = {  # (criterion, material) -> {sparsity %: accuracy %}; Tables 1 and 2
+    ("SNIP", "images"): {60: 74.00, 80: 70.94, 90: 61.06, 95: 36.43},
+    ("SNIP", "DOP"): {60: 74.29, 80: 71.15, 90: 64.12, 95: 48.14},
+    ("GraSP", "images"): {60: 73.87, 80: 71.14, 90: 67.07, 95: 61.76},
+    ("GraSP", "DOP"): {60: 74.19, 80: 71.76, 90: 67.65, 95: 60.02},
+    ("GraSP", "stitching σ=0.5"): {60: 74.14, 80: 71.57, 90: 67.59, 95: 62.70},
+    ("GraSP", "stitching σ=0.75"): {60: 73.94, 80: 71.65, 90: 68.02, 95: 62.06},
+}
+# Table 2's lower half: numbers its sources report under their own settings.
+PAPER_REPORTED = pd.DataFrame(
+    [("GraSP (Wang et al.)", "images", 37500, 68.14, None),
+     ("GraSP (de Jorge et al.)", "images", 614440, 65.4, 46.2),
+     ("GraSP (Hayou et al.)", "images", None, 66.41, 62.1),
+     ("FORCE (de Jorge et al.)", "images", 614440, 64.9, 59.0),
+     ("Iterative SNIP (de Jorge et al.)", "images", 614440, 63.7, 54.7),
+     ("SynFlow (Hayou et al.)", "all-ones", None, 66.2, 62.05),
+     ("SBP-SR (Hayou et al.)", "images", None, 67.02, 62.66),
+     ("ProsPr (Alizadeh et al.)", "images", None, 66.86, 59.62)],
+    columns=["method (source)", "material", "samples", "90 %", "95 %"])
+
+
+# Figure 4 gives curves, not numbers; its claim is the sign: all-ones inputs do worse.
+PAPER_SIGN = {(c, f"all-ones (BN {m})"): -1 for c in ("SNIP", "GraSP") for m in ("eval", "train")}
+
+
+def beside_paper(summary_rows: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` rows with the paper's accuracy of the same cell (%, NaN where it has
+    none; the dense row gets its dense ResNet-50)."""
+    out = summary_rows.copy()
+    out["paper %"] = [PAPER_DENSE if c == "dense" else
+                      PAPER.get((c, m), {}).get(round(s), math.nan)
+                      for c, m, s in zip(out["criterion"], out["material"], out["sparsity %"],
+                                         strict=True)]
+    return out
+
+
+def paper_effect(criterion: str, material: str, reference: str, sparsity_pct: float) -> float:
+    """The paper's accuracy of ``material`` minus ``reference`` (points); NaN if absent."""
+    a = PAPER.get((criterion, material), {}).get(round(sparsity_pct))
+    b = PAPER.get((criterion, reference), {}).get(round(sparsity_pct))
+    return math.nan if a is None or b is None else a - b
+
+
+def with_paper(effect_rows: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """``effects`` rows with the paper's effect (or, for Figure 4, its claimed sign) beside
+    ours, and a verdict for each (``verdict``)."""
+    out = effect_rows.copy()
+    out["paper effect"] = [paper_effect(c, m, reference, s) for c, m, s in
+                           zip(out["criterion"], out["material"], out["sparsity %"],
+                               strict=True)]
+    signs = [PAPER_SIGN.get((c, m), 0 if math.isnan(p) else int(math.copysign(1, p)) * (p != 0))
+             for c, m, p in zip(out["criterion"], out["material"], out["paper effect"],
+                                strict=True)]
+    out["verdict"] = [verdict(m, h, s) for m, h, s in
+                      zip(out["mean"], out["ci95"], signs, strict=True)]
+    return out
+
+
+VERDICTS = ("supported", "contradicted", f"smaller than {MARGIN:g} points", "unresolved")
+
+
+def verdict(mean: float, half_width: float, paper_sign: int, margin: float = MARGIN) -> str:
+    """Our paired effect (mean and 95 % half-width) judged against the sign of the paper's
+    (+1, -1; 0 where the paper claims none):
+
+    - *supported*: the interval excludes 0 on the paper's side;
+    - *contradicted*: it excludes 0 on the other side;
+    - *smaller than* ``margin`` *points*: otherwise, when it lies inside (-margin, margin),
+      so an effect as large as the margin is ruled out (with no claim to check, whether
+      or not it includes 0);
+    - *unresolved*: otherwise (too few seeds for the effect's size)."""
+    if paper_sign not in (-1, 0, 1):
+        raise ValueError(f"paper_sign must be -1, 0 or 1, got {paper_sign!r}")
+    if math.isnan(half_width) or math.isnan(mean):
+        return "unresolved"
+    lo, hi = mean - half_width, mean + half_width
+    if paper_sign and (lo > 0 or hi < 0):
+        return "supported" if (lo > 0) == (paper_sign > 0) else "contradicted"
+    if -margin < lo and hi < margin:
+        return f"smaller than {margin:g} points"
+    return "unresolved"
+
+
+# ---------------------------------------------------------------------------------------
+# The paper's claims, one verdict per cell.
+
+CLAIMS = {
+    "C1": ("ablations", "all-ones inputs do worse than images, more so as sparsity grows",
+           [(c, m, s) for c, m in OWN_ALL_ONES.items() for s in (90, 95)]),
+    "C2": ("dop_sparsity", "DOP does better than images for SNIP at every sparsity and for "
+           "GraSP except at 95 %", [(c, "DOP", s) for c in ("SNIP", "GraSP")
+                                    for s in (60, 80, 90, 95)]),
+    "C3": ("super_stitching", "Super Stitching does better than images at 95 %, at "
+           "sigma 0.75 with a third of the examples",
+           [("GraSP", m, 95) for m in ("stitching σ=0.5", "stitching σ=0.75")]),
+}
+
+
+def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per cell of ``CLAIMS``: our paired effect against images (mean, 95 %
+    half-width, pairs), the paper's effect (or claimed sign) and the verdict; for C1 also
+    the widening of the all-ones gap from 90 to 95 % (``gap_growth``; the paper: it
+    widens). ``tables``: each experiment's ``frame``; a cell with no pair is unresolved."""
+    rows = []
+    for claim, (name, _, cells) in CLAIMS.items():
+        found = with_paper(effects(tables[name], "images"), "images")
+        for crit, material, sparsity in cells:
+            hit = found[(found["criterion"] == crit) & (found["material"] == material)
+                        & (found["sparsity %"] == sparsity)]
+            paper = paper_effect(crit, material, "images", sparsity)
+            row = hit.iloc[0] if len(hit) else None
+            rows.append({"claim": claim, "criterion": crit, "material": material,
+                         "sparsity %": sparsity,
+                         "mean": row["mean"] if row is not None else math.nan,
+                         "ci95": row["ci95"] if row is not None else math.nan,
+                         "count": int(row["count"]) if row is not None else 0,
+                         "paper": "worse" if math.isnan(paper) else f"{paper:+.2f}",
+                         "verdict": row["verdict"] if row is not None else "unresolved"})
+        if claim == "C1":
+            for _, g in gap_growth(tables[name], OWN_ALL_ONES, "images", 90, 95).iterrows():
+                rows.append({"claim": claim, "criterion": g["criterion"],
+                             "material": f"{g['material']}: gap at 95 % minus at 90 %",
+                             "sparsity %": math.nan, "mean": g["mean"], "ci95": g["ci95"],
+                             "count": int(g["count"]), "paper": "wider (negative)",
+                             "verdict": verdict(g["mean"], g["ci95"], -1)})
+    return pd.DataFrame(rows)
+
+
+def extension(name: str, profile: Profile, table: pd.DataFrame, model: str = "resnet20",
+              most: int = 10) -> list[Run]:
+    """The next seed of every decisive cell of experiment ``name`` whose verdict is still
+    *unresolved* (its 95 % interval includes 0 and reaches past the margin), up to ``most``
+    pairs: that seed's run of the cell and of its reference. Run them and call again to
+    grow such cells one seed at a time."""
+    check_integer("most", most, 2)
+    exp = get_experiment(name)
+    judged = with_paper(effects(table, exp.reference), exp.reference)
+    out: dict[str, Run] = {}
+    for method, label, sparsity in exp.decisive:
+        row = judged[(judged["criterion"] == CRITERION_NAMES[method])
+                     & (judged["material"] == label)
+                     & (judged["sparsity %"] == round(100 * sparsity, 2))]
+        pairs = int(row["count"].iloc[0]) if len(row) else 0
+        if pairs >= most or (len(row) and row["verdict"].iloc[0] != "unresolved"):
+            continue
+        for run in exp.runs(profile, model, 1, pairs + 1, [sparsity]):
+            if (run.seed == pairs and run.arm.method == method
+                    and run.arm.label in (label, exp.reference)):
+                out[run.config.key()] = run
+    return list(out.values())
+
+
+def paired_sd(effect_rows: pd.DataFrame) -> float:
+    """Standard deviation of the per-seed differences, pooled over the rows of ``effects``
+    that have two pairs or more (each row's variance weighted by its pairs - 1)."""
+    num = den = 0.0
+    for d in effect_rows["per_seed"]:
+        if len(d) > 1:
+            mean = sum(d) / len(d)
+            num += sum((x - mean) ** 2 for x in d)
+            den += len(d) - 1
+    return math.sqrt(num / den) if den else math.nan
+
+
+def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest mean paired difference a two-sided paired t-test at level ``alpha``
+    detects with probability ``power`` from ``n`` pairs whose differences have standard
+    deviation ``sd`` (the usual t approximation: (t_{1-alpha/2} + t_{power}) sd / sqrt n)."""
+    from scipy import stats
+
+    check_integer("n", n, 2)
+    return (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n)
