@@ -33,11 +33,6 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def data_classes(profile: config.Profile) -> int:
-    return study.run_data(profile.dataset, profile.train_per_class,
-                          profile.test_per_class)[0].num_classes
-
-
 def sweep(args) -> int:
     """Run (or, with --list, list) the missing runs of one experiment's grid."""
     profile = config.get_profile(args.profile)
@@ -45,7 +40,8 @@ def sweep(args) -> int:
     runs = experiments.get_experiment(args.experiment).runs(profile, args.model, seeds, decisive)
     store = args.store or study.store_dir(profile.name)
     if args.extend:  # one more seed for each decisive cell still unresolved
-        table = experiments.collect(runs, store, data_classes(profile), compute=False)
+        table = experiments.record_table(args.experiment, profile, args.model, seeds,
+                                         decisive, store=store)[1]
         runs = verdicts.extension(args.experiment, profile, table, args.model, args.most)
     runs = [r for r in runs if r.decisive or not args.decisive_only][args.shard[0]::args.shard[1]]
     missing = [r for r, rec in zip(runs, study.finished([r.config for r in runs], store),

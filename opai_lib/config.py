@@ -104,6 +104,16 @@ def check_integer(name: str, value, low: int) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def check_sparsities(name: str, value) -> tuple[float, ...]:
+    """A non-empty list (or tuple) of distinct sparsities in (0, 1), as a tuple; a
+    ValueError naming ``name`` otherwise."""
+    ok = isinstance(value, list | tuple) and len(value) > 0 and all(
+        isinstance(s, int | float) and not isinstance(s, bool) and 0 < s < 1 for s in value)
+    check_parameter(ok and len(set(value)) == len(value), name, value,
+                    "a non-empty list of distinct numbers in (0, 1)")
+    return tuple(float(s) for s in value)
+
+
 def check_parameter(condition: bool, name: str, value, allowed: str) -> None:
     """A notebook parameter check, run before any compute."""
     if not condition:

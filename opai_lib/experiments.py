@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from opai_lib import study
-from opai_lib.config import Profile, check_integer
+from opai_lib.config import Profile, check_integer, check_sparsities
 from opai_lib.criteria import GraspOptions, RandomOptions, SnipOptions
 from opai_lib.materials import Material
 from opai_lib.methods import METHODS
@@ -33,6 +33,9 @@ PAPER_SPARSITIES = (0.6, 0.8, 0.9, 0.95)
 # that the chapters run, in seconds; it measures nothing).
 SEEDS = {"smoke": (1, 2)}
 DEFAULT_SEEDS = (3, 6)
+# The most seeds a decisive cell gets while its verdict is unresolved (``verdicts.extension``);
+# the tables read every seed up to it.
+MOST_SEEDS = 10
 
 
 
@@ -104,14 +107,8 @@ class Experiment:
         once per seed, whatever the sparsities."""
         check_integer("seeds", seeds, 1)
         check_integer("decisive_seeds", decisive_seeds, seeds)
-        sparsities = self.sparsities if sparsities is None else sparsities
-        if (isinstance(sparsities, str) or not hasattr(sparsities, "__iter__")
-                or not len(sparsities := tuple(sparsities))
-                or any(isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s < 1
-                       for s in sparsities)
-                or len(set(sparsities)) != len(sparsities)):
-            raise ValueError(f"sparsities must be a non-empty list of distinct numbers in "
-                             f"(0, 1), or None for {list(self.sparsities)}; got {sparsities!r}")
+        sparsities = check_sparsities("sparsities", list(self.sparsities) if sparsities is None
+                                      else sparsities)
         cells = []
         for arm in self.arms(profile):
             dense = METHODS.get(arm.method).kind == "dense"
@@ -224,6 +221,11 @@ def anatomy_arms(profile: Profile) -> list[Arm]:
             + _criterion_arms("grasp", grasp_n, GraspOptions, ANATOMY_LABELS))
 
 
+# The paper's all-ones ablation: constant inputs in each criterion's own BatchNorm mode.
+OWN_ALL_ONES = {"SNIP": f"all-ones (BN {SnipOptions().bn_mode})",
+                "GraSP": f"all-ones (BN {GraspOptions().bn_mode})"}
+
+
 EXPERIMENTS = {
     "dop_sparsity": Experiment(
         "dop_sparsity", dop_arms, "images",
@@ -231,8 +233,8 @@ EXPERIMENTS = {
         doc="DOP against images for SNIP and GraSP (Table 1)"),
     "ablations": Experiment(
         "ablations", ablation_arms, "images",
-        decisive=(("snip", "all-ones (BN eval)", 0.9), ("snip", "all-ones (BN eval)", 0.95),
-                  ("grasp", "all-ones (BN train)", 0.9), ("grasp", "all-ones (BN train)", 0.95)),
+        decisive=tuple((m, OWN_ALL_ONES[CRITERION_NAMES[m]], s) for m in ("snip", "grasp")
+                       for s in (0.9, 0.95)),
         doc="all-ones inputs, random segments and one patch (Figure 4)"),
     "super_stitching": Experiment(
         "super_stitching", stitching_arms, "images",
@@ -397,11 +399,6 @@ def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, lo
                                       "per_seed"])
 
 
-# The paper's all-ones ablation: constant inputs in each criterion's own BatchNorm mode.
-OWN_ALL_ONES = {"SNIP": f"all-ones (BN {SnipOptions().bn_mode})",
-                "GraSP": f"all-ones (BN {GraspOptions().bn_mode})"}
-
-
 def seed_counts(profile: str, seeds: int | None, decisive_seeds: int | None
                 ) -> tuple[int, int]:
     """Seeds of every cell and of the decisive cells: as given, or None for the profile's
@@ -415,15 +412,19 @@ def seed_counts(profile: str, seeds: int | None, decisive_seeds: int | None
 
 def record_table(name: str, profile: Profile, model: str = "resnet20", seeds: int | None = None,
                  decisive_seeds: int | None = None, sparsities=None, compute: bool = False,
-                 workers: int = 2) -> tuple[list[Run], pd.DataFrame]:
-    """Experiment ``name``'s runs and their ``frame``: by default only the runs already in
-    the profile's store (``compute=False``); with ``compute``, the missing ones are run."""
+                 workers: int = 2, store=None) -> tuple[list[Run], pd.DataFrame]:
+    """Experiment ``name``'s planned runs and the ``frame`` of the runs in ``store`` (None:
+    the profile's): with ``compute``, the missing planned runs are computed first. Decisive cells
+    are read up to ``MOST_SEEDS`` seeds, so seeds added by ``verdicts.extension`` count."""
     seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds)
-    runs = get_experiment(name).runs(profile, model, seeds, decisive_seeds, sparsities)
-    train_set, _ = study.run_data(profile.dataset, profile.train_per_class,
-                                  profile.test_per_class)
-    return runs, collect(runs, study.store_dir(profile.name), train_set.num_classes, compute,
-                         workers)
+    exp = get_experiment(name)
+    planned = exp.runs(profile, model, seeds, decisive_seeds, sparsities)
+    store = study.store_dir(profile.name) if store is None else store
+    if compute:
+        study.sweep([r.config for r in planned], store, workers=workers)
+    readable = exp.runs(profile, model, seeds, max(decisive_seeds, MOST_SEEDS), sparsities)
+    records = study.finished([r.config for r in readable], store)
+    return planned, frame(readable, records, study.profile_data(profile)[0].num_classes)
 
 
 def chapter(name: str, profile: str, model: str, seeds: int | None,
@@ -445,7 +446,7 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     t0 = time.perf_counter()
     runs, table = record_table(name, P, model, seeds, decisive_seeds, sparsities, compute,
                                workers)
-    train_set, _ = study.run_data(P.dataset, P.train_per_class, P.test_per_class)
+    train_set, _ = study.profile_data(P)
     hours = table["seconds"].sum() / 3600 if len(table) else 0.0
     print(f"profile {P.name}: {P.dataset} ({len(train_set)} training images), {model}, "
           f"{P.recipe.epochs} epochs, fp32 unless the profile says otherwise "
@@ -461,24 +462,12 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     return P, runs, table
 
 
-def collect(runs: list[Run], store, num_classes: int, compute: bool = True,
-            workers: int = 2) -> pd.DataFrame:
-    """The ``frame`` of ``runs``: computing the missing ones (``study.sweep``) or, with
-    ``compute=False``, only those already in ``store`` (``study.finished``)."""
-    cfgs = [r.config for r in runs]
-    records = (study.sweep(cfgs, store, workers=workers) if compute
-               else study.finished(cfgs, store))
-    return frame(runs, records, num_classes)
-
-
 SHOWN = {"criterion": "criterion", "material": "material", "sparsity %": "sparsity %",
          "samples": "samples", "count": "n", "mean": "accuracy %", "ci95": "± 95 %",
          "paper %": "paper %", "empty layers (max)": "empty layers",
          "sparsest layer % (min)": "sparsest layer %", "last stage % (min)": "last stage %",
          "paper effect": "paper", "verdict": "verdict", "arm": "arm", "claim": "claim",
          "paper": "paper"}
-
-
 HIDDEN = ("per_seed", "std", "decisive", "key", "cpu", "seconds", "seed")
 
 

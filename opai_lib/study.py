@@ -151,6 +151,11 @@ def run_data(dataset: str, train_per_class: int, test_per_class: int):
     return train_set, test_set
 
 
+def profile_data(profile: Profile):
+    """The train and test sets of ``profile`` (``run_data`` at its scale)."""
+    return run_data(profile.dataset, profile.train_per_class, profile.test_per_class)
+
+
 def make_mask(cfg: RunConfig, model, train_set) -> masks.Mask | None:
     """The mask of ``cfg``'s method for ``model`` (None for the dense baseline)."""
     material = cfg.material.make(train_set, cfg.seed) if cfg.material else None
@@ -336,8 +341,12 @@ def paired_differences(runs, by: list[str], vary: str, reference, value: str = "
     """
     import pandas as pd
 
-    wide = _columns(runs, [*by, vary, "seed", value]).pivot_table(
-        index=[*by, "seed"], columns=vary, values=value, sort=False)
+    long = _columns(runs, [*by, vary, "seed", value])
+    twice = long[long.duplicated([*by, vary, "seed"], keep=False)]
+    if len(twice):
+        raise ValueError(f"runs repeat a (group, {vary}, seed): {twice.head(3).to_dict('records')}"
+                         "; pairing by seed needs one run each")
+    wide = long.pivot_table(index=[*by, "seed"], columns=vary, values=value, sort=False)
     columns = [*by, vary, "mean", "ci95", "count", "per_seed"]
     if wide.empty:
         return pd.DataFrame(columns=columns)

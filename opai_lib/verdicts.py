@@ -17,6 +17,7 @@ import pandas as pd
 from opai_lib.config import Profile, check_integer
 from opai_lib.experiments import (
     CRITERION_NAMES,
+    MOST_SEEDS,
     OWN_ALL_ONES,
     Run,
     effects,
@@ -43,6 +44,7 @@ PAPER = {  # (criterion, material) -> {sparsity %: accuracy %}; Tables 1 and 2
 PAPER_REPORTED = pd.DataFrame(
     [("GraSP (Wang et al.)", "images", 37500, 68.14, None),
      ("GraSP (de Jorge et al.)", "images", 614440, 65.4, 46.2),
+     ("GraSP (Frankle et al.)", "images", 10000, 67.0, None),
      ("GraSP (Hayou et al.)", "images", None, 66.41, 62.1),
      ("FORCE (de Jorge et al.)", "images", 614440, 64.9, 59.0),
      ("Iterative SNIP (de Jorge et al.)", "images", 614440, 63.7, 54.7),
@@ -89,7 +91,8 @@ def with_paper(effect_rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     return out
 
 
-VERDICTS = ("supported", "contradicted", f"smaller than {MARGIN:g} points", "unresolved")
+VERDICTS = ("supported", "contradicted", f"smaller than {MARGIN:g} points", "differs (no claim)",
+            "unresolved")
 
 
 def verdict(mean: float, half_width: float, paper_sign: int, margin: float = MARGIN) -> str:
@@ -101,6 +104,8 @@ def verdict(mean: float, half_width: float, paper_sign: int, margin: float = MAR
     - *smaller than* ``margin`` *points*: otherwise, when it lies inside (-margin, margin),
       so an effect as large as the margin is ruled out (with no claim to check, whether
       or not it includes 0);
+    - *differs (no claim)*: no claim to check, and the interval excludes 0 and reaches
+      past the margin;
     - *unresolved*: otherwise (too few seeds for the effect's size)."""
     if paper_sign not in (-1, 0, 1):
         raise ValueError(f"paper_sign must be -1, 0 or 1, got {paper_sign!r}")
@@ -111,6 +116,8 @@ def verdict(mean: float, half_width: float, paper_sign: int, margin: float = MAR
         return "supported" if (lo > 0) == (paper_sign > 0) else "contradicted"
     if -margin < lo and hi < margin:
         return f"smaller than {margin:g} points"
+    if lo > 0 or hi < 0:
+        return "differs (no claim)"
     return "unresolved"
 
 
@@ -160,24 +167,30 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def extension(name: str, profile: Profile, table: pd.DataFrame, model: str = "resnet20",
-              most: int = 10) -> list[Run]:
-    """The next seed of every decisive cell of experiment ``name`` whose verdict is still
-    *unresolved* (its 95 % interval includes 0 and reaches past the margin), up to ``most``
-    pairs: that seed's run of the cell and of its reference. Run them and call again to
-    grow such cells one seed at a time."""
+              most: int = MOST_SEEDS) -> list[Run]:
+    """The stopping rule of the study: every decisive cell of experiment ``name`` whose
+    verdict is still *unresolved* gets its next seed (the smallest below ``most`` without
+    a pair), that seed's run of the cell and of its reference. Run them and call again to
+    grow such cells one seed at a time. Stopping when a verdict resolves is optional
+    stopping: with up to ``most`` looks, a 95 % interval errs more often than 5 %."""
     check_integer("most", most, 2)
     exp = get_experiment(name)
     judged = with_paper(effects(table, exp.reference), exp.reference)
     out: dict[str, Run] = {}
     for method, label, sparsity in exp.decisive:
-        row = judged[(judged["criterion"] == CRITERION_NAMES[method])
-                     & (judged["material"] == label)
-                     & (judged["sparsity %"] == round(100 * sparsity, 2))]
-        pairs = int(row["count"].iloc[0]) if len(row) else 0
-        if pairs >= most or (len(row) and row["verdict"].iloc[0] != "unresolved"):
+        crit, pct = CRITERION_NAMES[method], round(100 * sparsity, 2)
+        row = judged[(judged["criterion"] == crit) & (judged["material"] == label)
+                     & (judged["sparsity %"] == pct)]
+        if len(row) and row["count"].iloc[0] > 0 and row["verdict"].iloc[0] != "unresolved":
             continue
-        for run in exp.runs(profile, model, 1, pairs + 1, [sparsity]):
-            if (run.seed == pairs and run.arm.method == method
+        cell = table[(table["criterion"] == crit) & (table["sparsity %"] == pct)]
+        paired = (set(cell.loc[cell["material"] == label, "seed"])
+                  & set(cell.loc[cell["material"] == exp.reference, "seed"]))
+        seed = next((s for s in range(most) if s not in paired), None)
+        if seed is None:
+            continue
+        for run in exp.runs(profile, model, 1, seed + 1, [sparsity]):
+            if (run.seed == seed and run.arm.method == method
                     and run.arm.label in (label, exp.reference)):
                 out[run.config.key()] = run
     return list(out.values())

@@ -70,8 +70,8 @@ def cell(run):
     (-1.0, 5.0, -1, "unresolved"),
     (5.0, math.nan, 1, "unresolved"),      # one seed: no interval
     (math.nan, 1.0, -1, "unresolved"),
-    (3.0, 1.0, 0, "unresolved"),           # excludes 0, no claimed sign, wider than margin
-    (-3.0, 0.5, 0, "unresolved"),
+    (3.0, 1.0, 0, "differs (no claim)"),   # excludes 0, no claimed sign, wider than margin
+    (-3.0, 0.5, 0, "differs (no claim)"),
 ])
 def test_verdict_outcomes(mean, half, sign, expected):
     assert V.verdict(mean, half, sign) == expected
@@ -406,7 +406,7 @@ def test_with_paper_signs_and_verdicts():
     out = V.with_paper(rows, "images")
     assert out["verdict"].tolist() == [
         "supported", "contradicted", "supported", "supported", "contradicted",
-        "unresolved", "smaller than 2 points", "unresolved"]
+        "differs (no claim)", "smaller than 2 points", "unresolved"]
     paper = out["paper effect"].tolist()
     assert paper[0] == pytest.approx(3.06) and paper[2] == pytest.approx(-1.74)
     assert all(math.isnan(p) for p in paper[3:7])
@@ -738,10 +738,13 @@ def test_runs_reject_unhashable_sparsities():
         E.EXPERIMENTS["dop_sparsity"].runs(CPU, sparsities=[[0.9]])
 
 
-def test_runs_accept_any_iterable_of_sparsities():
-    for given in ([0.9], (0.9,), iter([0.9]), np.array([0.9])):
+def test_runs_take_sparsities_as_a_list_or_tuple():
+    for given in ([0.9], (0.9,)):
         runs = E.EXPERIMENTS["dop_sparsity"].runs(CPU, sparsities=given)
         assert {r.sparsity for r in runs if r.arm.method != "dense"} == {0.9}
+    for given in (iter([0.9]), np.array([0.9])):
+        with pytest.raises(ValueError, match="sparsities"):
+            E.EXPERIMENTS["dop_sparsity"].runs(CPU, sparsities=given)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1002,3 +1005,23 @@ def test_extension_adds_the_next_seed_to_unresolved_decisive_cells_only():
     # the same cell at the most seeds allowed is not extended
     assert not any(r.arm.criterion == "SNIP" for r in V.extension("dop_sparsity", CPU, table,
                                                                     most=3))
+
+
+def test_tables_read_seeds_added_beyond_the_plan(tmp_path):
+    """Seeds that the stopping rule added (past decisive_seeds) are read, and the next one
+    asked for is the smallest without a pair."""
+    exp = E.EXPERIMENTS["dop_sparsity"]
+    wide = exp.runs(CPU, seeds=3, decisive_seeds=8)
+    store = Store(tmp_path)
+    cell = [r for r in wide if r.arm.method == "snip" and r.sparsity == 0.95]
+    for r in cell:  # SNIP images and DOP at 95 %: seeds 0..7, but DOP lacks seed 3
+        if not (r.arm.label == "DOP" and r.seed == 3):
+            acc = 0.5 + 0.01 * r.seed + (0.05 * (-1) ** r.seed if r.arm.label == "DOP" else 0)
+            store.write(r.config.key(), fake(r, acc))
+    planned, table = E.record_table("dop_sparsity", CPU, store=tmp_path)
+    assert max(r.seed for r in planned) == 5  # the plan: 6 decisive seeds
+    seeds = set(table.loc[(table["material"] == "DOP"), "seed"])
+    assert seeds == {0, 1, 2, 4, 5, 6, 7}  # seeds 6 and 7 read although not planned
+    ext = V.extension("dop_sparsity", CPU, table)
+    snip95 = {(r.arm.label, r.seed) for r in ext if r.arm.method == "snip" and r.sparsity == 0.95}
+    assert snip95 == {("images", 3), ("DOP", 3)}  # the gap first
