@@ -230,15 +230,24 @@ def within_between(first: Sequence[Mask], second: Sequence[Mask], permutations: 
 Draws = dict[str, dict[int, dict[float, Mask]]]
 
 
+DRAW_STRIDE = 10_000  # arm i draws its examples with seeds i * DRAW_STRIDE + d
+
+
 def arm_masks(model: nn.Module, arms: Sequence, dataset: str, data: data_mod.ImageSet,
-              draws: Sequence[int], sparsities: Sequence[float], seed: int = 0) -> Draws:
+              draws: int, sparsities: Sequence[float], seed: int = 0) -> Draws:
     """``material_masks`` of each arm (``experiments.Arm``: a criterion, a material and
-    options, under a label), keyed by the arm's label."""
+    options, under a label), keyed by the arm's label, for ``draws`` draws each. Each arm
+    draws with its own seeds, so no two arms share images (the controls start from image
+    batches: with shared seeds, draw d of two arms would hold the same images, and the
+    permutation test's exchangeability would fail)."""
     labels = [arm.label for arm in arms]
     if len(set(labels)) != len(labels):
         raise ValueError(f"arms must have distinct labels, got {labels}")
-    return {arm.label: material_masks(model, arm.method, arm.material, dataset, data, draws,
-                                      sparsities, arm.options, seed) for arm in arms}
+    if draws >= DRAW_STRIDE:
+        raise ValueError(f"draws must be below {DRAW_STRIDE}, got {draws}")
+    return {arm.label: material_masks(model, arm.method, arm.material, dataset, data,
+                                      [i * DRAW_STRIDE + d for d in range(draws)], sparsities,
+                                      arm.options, seed) for i, arm in enumerate(arms)}
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -257,8 +266,8 @@ def within_between_table(found: Draws, reference: str, permutations: int = 1000,
                          seed: int = 0) -> pd.DataFrame:
     """For every material but ``reference`` and every sparsity: mean overlap of two draws
     of the material, of two draws of the reference, and of one draw of each; the
-    difference (within minus between) and its permutation p-value, Holm-adjusted over the
-    table's rows."""
+    difference (within minus between) and its permutation p-value (see ``tests`` for the
+    adjustment over many cells)."""
     if reference not in found:
         raise ValueError(f"no masks of the reference {reference!r}; there are {list(found)}")
     rows = []
@@ -272,9 +281,23 @@ def within_between_table(found: Draws, reference: str, permutations: int = 1000,
                          "within": r["within first"], "within reference": r["within second"],
                          "between": r["between"], "difference": r["difference"], "p": r["p"],
                          "draws": r["draws"][0]})
-    out = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def tests(found: dict[str, Draws], reference: str, permutations: int, seed: int = 0
+          ) -> pd.DataFrame:
+    """``within_between_table`` of every criterion, stacked, with the p-values
+    Holm-adjusted over all its rows together (one family of tests; ``min_permutations``
+    says how many shufflings such a family needs)."""
+    out = by_criterion(found, within_between_table, reference, permutations, seed)
     out["p (Holm)"] = holm(out["p"]) if len(out) else []
     return out
+
+
+def min_permutations(cells: int, alpha: float = 0.05) -> int:
+    """Permutations under which the smallest attainable p, 1 / (n + 1), passes Holm's
+    first step at level ``alpha`` over ``cells`` tests, with a factor 4 to spare."""
+    return math.ceil(4 * cells / alpha)
 
 
 def layer_table(found: Draws, reference: str, sparsity: float) -> tuple:
@@ -312,9 +335,9 @@ def effective_table(found: Draws, model: nn.Module, draws: int = 3,
 
 
 def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: int,
-            criteria: Sequence[str] = ("snip", "grasp"), layer_sparsity: float | None = None
-            ) -> tuple:
-    """What the first cell of the mask-anatomy chapter does: check the parameters, then
+            criteria: Sequence[str] = ("snip", "grasp"), layer_sparsity: float | None = None,
+            permutations: int | None = None, effective_draws: int = 1) -> tuple:
+    """What the first cell of the mask-anatomy chapter does: check every parameter, then
     make every criterion's masks for ``draws`` draws of every material and control
     (``experiments.anatomy_arms``) on one initial network. Returns the profile, the model
     and ``{criterion name: Draws}``."""
@@ -328,24 +351,26 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
         sparsities = {"smoke": [0.6, 0.95]}.get(P.name, [0.6, 0.8, 0.9, 0.95, 0.98])
     config.check_integer("draws", draws, 2)
     config.check_integer("seed", seed, 0)
-    sparsities = list(sparsities) if isinstance(sparsities, list | tuple) else sparsities
-    config.check_parameter(
-        isinstance(sparsities, list) and len(sparsities) > 0
-        and all(isinstance(s, float) and 0 < s < 1 for s in sparsities)
-        and len(set(sparsities)) == len(sparsities),
-        "sparsities", sparsities, "a non-empty list of distinct numbers in (0, 1)")
+    sparsities = config.check_sparsities("sparsities", sparsities)
     config.check_parameter(layer_sparsity is None or layer_sparsity in sparsities,
                            "layer_sparsity", layer_sparsity, f"one of sparsities {sparsities}")
+    config.check_integer("effective_draws", effective_draws, 1)
+    config.check_parameter(effective_draws <= draws, "effective_draws", effective_draws,
+                           f"at most draws ({draws})")
     arms = experiments.anatomy_arms(P)
-    for name in criteria:
-        config.check_parameter(any(a.method == name for a in arms), "criteria", name,
-                               f"{sorted({a.method for a in arms})}")
-    train, _ = study.run_data(P.dataset, P.train_per_class, P.test_per_class)
+    known = sorted({a.method for a in arms})
+    config.check_parameter(isinstance(criteria, list | tuple) and len(criteria) > 0
+                           and all(c in known for c in criteria), "criteria", criteria,
+                           f"a non-empty list of {known}")
+    if permutations is not None:  # enough shufflings for Holm over every cell
+        cells = len(criteria) * (len(arms) // len(known) - 1) * len(sparsities)
+        config.check_integer("permutations", permutations, min_permutations(cells))
+    train, _ = study.profile_data(P)
     model = models.get_model(model_name, train.num_classes, P.width, seed=seed)
     t0 = time.perf_counter()
     found = {experiments.CRITERION_NAMES[c]: arm_masks(
-        model, [a for a in arms if a.method == c], P.dataset, train, range(draws),
-        sparsities, seed) for c in criteria}
+        model, [a for a in arms if a.method == c], P.dataset, train, draws, sparsities,
+        seed) for c in criteria}
     print(f"profile {P.name}: {P.dataset}, {model_name} (width {P.width}, seed {seed}); "
           f"{draws} draws of {len(arms) // len(criteria)} materials for {', '.join(found)} at "
           f"sparsities {sparsities}: masks in {time.perf_counter() - t0:.0f} s on "
@@ -359,3 +384,20 @@ def by_criterion(found: dict[str, Draws], table, *args, **kwargs) -> pd.DataFram
     parts = [table(d, *args, **kwargs).assign(criterion=c) for c, d in found.items()]
     out = pd.concat(parts, ignore_index=True)
     return out[["criterion", *[c for c in out.columns if c != "criterion"]]]
+
+
+def glue_tests(table: pd.DataFrame, labels: Sequence[str] = ("DOP", "stitching σ=0.5"),
+               alpha: float = 0.05) -> None:
+    """Glue, for the prose: the cells tested, those where the material moves the mask
+    (Holm-adjusted p < ``alpha``), and for each criterion and material of ``labels`` how
+    many of its sparsities do (``<criterion>_<material>_moved`` / ``_cells``)."""
+    from opai_lib.plots import glue_number, slug
+
+    moved = table["p (Holm)"] < alpha
+    glue_number("cells", len(table))
+    glue_number("cells_moved", int(moved.sum()))
+    for crit in dict.fromkeys(table["criterion"]):
+        for label in labels:
+            rows = (table["criterion"] == crit) & (table["material"] == label)
+            glue_number(slug(crit, label, "moved"), int((moved & rows).sum()))
+            glue_number(slug(crit, label, "cells"), int(rows.sum()))

@@ -154,3 +154,26 @@ def heatmap(table: pd.DataFrame, ax=None, title: str | None = None, center: floa
     if title:
         ax.set_title(title)
     return ax
+
+
+def difference_maps(tests: pd.DataFrame):
+    """``anatomy.tests`` as one heat map per criterion: within minus between overlap, by
+    material (rows) and sparsity (columns)."""
+    crits = list(dict.fromkeys(tests["criterion"]))
+    _, axes = plt.subplots(1, len(crits), figsize=(5.5 * len(crits), 4.2), squeeze=False)
+    for ax, crit in zip(axes[0], crits, strict=True):
+        rows = tests[tests["criterion"] == crit]
+        table = rows.pivot(index="material", columns="sparsity %", values="difference")
+        heatmap(table.loc[list(dict.fromkeys(rows["material"]))], ax=ax, title=crit,
+                label="within - between overlap")
+    return axes[0]
+
+
+def layer_maps(density: pd.DataFrame, overlap: pd.DataFrame, title: str):
+    """``anatomy.layer_table``'s two tables, density above overlap, material x layer."""
+    _, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.45 * density.shape[1] + 3), 9))
+    heatmap(density, ax=axes[0], center=None, label="fraction kept", title=f"{title}: density")
+    heatmap(overlap, ax=axes[1], center=None, label="overlap with the reference's masks",
+            title=f"{title}: overlap with the reference's masks")
+    plt.tight_layout()
+    return axes

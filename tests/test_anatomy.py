@@ -606,9 +606,13 @@ def test_within_between_table_agrees_with_within_between():
     row = table.iloc[0]
     assert row["between"] == pytest.approx(r["between"]) and row["p"] == pytest.approx(r["p"])
     assert row["difference"] > 0 and row["draws"] == 5
-    assert table["p (Holm)"].tolist() == pytest.approx(anatomy.holm(table["p"].tolist()))
     with pytest.raises(ValueError, match="reference"):
         anatomy.within_between_table(found, "nothing")
+    # two criteria: one table, Holm over all its rows together
+    both = anatomy.tests({"SNIP": found, "GraSP": found}, "images", permutations=100, seed=1)
+    assert list(both["criterion"]) == ["SNIP"] * 4 + ["GraSP"] * 4
+    assert both["p (Holm)"].tolist() == pytest.approx(anatomy.holm(both["p"].tolist()))
+    assert anatomy.min_permutations(100) == 8000  # 1 / 8001 < 0.05 / 100, with room
 
 
 def test_layer_table_reference_row_is_its_within_overlap():
@@ -640,10 +644,12 @@ def test_effective_table_averages_effective_sparsity():
     ({"draws": 1}, "draws"), ({"draws": 2.5}, "draws"), ({"sparsities": [1.2]}, "sparsities"),
     ({"sparsities": [0.5, 0.5]}, "sparsities"), ({"sparsities": 0.5}, "sparsities"),
     ({"layer_sparsity": 0.9}, "layer_sparsity"), ({"criteria": ("foo",)}, "criteria"),
-    ({"seed": -1}, "seed")])
+    ({"criteria": "snip"}, "criteria"), ({"seed": -1}, "seed"),
+    ({"permutations": 100}, "permutations"), ({"effective_draws": 3}, "effective_draws")])
 def test_chapter_checks_its_parameters_before_any_mask(kwargs, name):
     args = {"draws": 2, "sparsities": [0.5, 0.7], "seed": 0, **kwargs}
-    extra = {k: args.pop(k) for k in ("criteria", "layer_sparsity") if k in args}
+    extra = {k: args.pop(k) for k in ("criteria", "layer_sparsity", "permutations",
+                                      "effective_draws") if k in args}
     with pytest.raises(ValueError, match=name):
         anatomy.chapter("smoke", "resnet20", args["draws"], args["sparsities"], args["seed"],
                         **extra)
