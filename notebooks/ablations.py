@@ -66,7 +66,7 @@ P, runs, table = experiments.chapter("ablations", profile, model_name, seeds, de
 summary = experiments.summary(table, runs)
 plots.accuracy_curves(summary)
 plt.show()
-display(experiments.shown(summary))
+display(experiments.shown(verdicts.beside_paper(summary)))
 
 # %% [markdown]
 # (ablation-effects)=
@@ -74,8 +74,8 @@ display(experiments.shown(summary))
 #
 # The verdict compares the sign of our paired difference with the paper's claim (all-ones
 # worse than images); the other ablations have no claim against images in the paper, so
-# their verdict can only be *smaller than 2 points* or *unresolved*, or it says the
-# difference is real without a claim to check.
+# their verdict is *differs (no claim)* where the interval excludes zero and reaches past
+# two points, *smaller than 2 points* where it stays within them, *unresolved* otherwise.
 
 # %%
 ablation = verdicts.with_paper(experiments.effects(table, "images", runs), "images")

@@ -75,13 +75,15 @@ plots.glue_number("verdict_max_n", judged["count"].max())
 # {glue:text}`mask_anatomy.ipynb::snip_dop_moved:d` of
 # {glue:text}`mask_anatomy.ipynb::snip_dop_cells:d` sparsities with SNIP and
 # {glue:text}`mask_anatomy.ipynb::grasp_dop_moved:d` of
-# {glue:text}`mask_anatomy.ipynb::grasp_dop_cells:d` with GraSP. A trained difference in a
-# cell where the masks are indistinguishable from image masks cannot come from the material.
+# {glue:text}`mask_anatomy.ipynb::grasp_dop_cells:d` with GraSP. Where that test finds no
+# difference (at its number of draws, on one initial network), a trained difference has no
+# support at the level of the mask either.
 #
 # Whether this budget can answer the question at all is checked in {ref}`dop-budget`: if
-# SNIP and GraSP fed images do not beat a random mask of the same layer densities there,
-# the criteria have not paid off after four epochs, and a verdict on their material is a
-# verdict on an untrained regime.
+# SNIP and GraSP fed images do not beat a random mask that keeps the same fraction of every
+# layer there, the criteria have not paid off after
+# {glue:text}`machinery.ipynb::epochs:d` epochs, and a verdict on their material is a
+# verdict on an undertrained regime.
 
 # %% [markdown]
 # ## Data-free masks from expanders
