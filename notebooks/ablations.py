@@ -95,7 +95,7 @@ _ = plots.glue_effects(ablation)
 # %%
 growth = experiments.gap_growth(table, experiments.OWN_ALL_ONES, "images", 90, 95)
 display(experiments.shown(growth))
-_ = plots.glue_effects(growth, label="", prefix="growth")
+_ = plots.glue_effects(growth, label=None, prefix="growth")
 
 # %% [markdown]
 # SNIP's all-ones gap changes by {glue:text}`growth_snip_mean:.1f` ±

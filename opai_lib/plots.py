@@ -35,15 +35,15 @@ def slug(*parts) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
 
 
-def glue_effects(effects: pd.DataFrame, label: str = "material", prefix: str = ""
+def glue_effects(effects: pd.DataFrame, label: str | None = "material", prefix: str = ""
                  ) -> list[str]:
     """Glue the mean, 95 % half-width and pair count of every row of
     ``experiments.effects`` under ``slug(prefix, criterion, label, sparsity)`` (the columns
-    it has; and epochs, where they vary) + ``_mean`` / ``_ci95`` / ``_n``, and its verdict
-    as text if it has one; returns the keys, for the prose."""
+    it has, ``label`` None for none; and epochs, where they vary) + ``_mean`` / ``_ci95``
+    / ``_n``, and its verdict as text if it has one; returns the keys, for the prose."""
     from myst_nb import glue
 
-    parts = [c for c in ("criterion", label, "sparsity %") if c in effects]
+    parts = [c for c in ("criterion", label, "sparsity %") if c is not None and c in effects]
     if "epochs" in effects and effects["epochs"].nunique() > 1:  # only where it varies
         parts.append("epochs")
     keys = []
@@ -104,8 +104,8 @@ def accuracy_curves(summary: pd.DataFrame, dense: float | None = None, axes=None
     for ax, crit in zip(axes, criteria, strict=True):
         for material, g in summary[summary["criterion"] == crit].groupby("material",
                                                                          sort=False):
-            ax.errorbar(g["sparsity %"], g["mean"], yerr=g["ci95"].fillna(0), marker="o",
-                        capsize=3, label=material)
+            ax.errorbar(g["sparsity %"], g["mean"], yerr=g["ci95"], marker="o",  # no bar:
+                        capsize=3, label=material)  # one seed, no interval
         if dense is not None:
             ax.axhline(dense, color="grey", ls="--", lw=1, label="dense")
         ax.set_title(crit)
@@ -127,7 +127,7 @@ def effect_intervals(effects: pd.DataFrame, label: str = "material", ax=None,
     if ax is None:
         _, ax = plt.subplots(figsize=(6.0, 0.32 * len(rows) + 1.0))
     y = np.arange(len(rows))
-    ax.errorbar(rows["mean"], y, xerr=rows["ci95"].fillna(0), fmt="o", capsize=3)
+    ax.errorbar(rows["mean"], y, xerr=rows["ci95"], fmt="o", capsize=3)  # no bar: one pair
     ax.axvline(0, color="black", lw=1)
     if margin:
         ax.axvspan(-margin, margin, color="grey", alpha=0.15, lw=0)
