@@ -262,12 +262,21 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def distance_ratio(between: float, within_reference: float) -> float:
+    """How far a material's masks are from the reference's, in units of how far two draws
+    of the reference are from each other: (1 - between) / (1 - within reference). 1: no
+    farther than redrawing the reference; 2: twice as far. Infinite when the reference
+    never varies."""
+    noise = 1 - within_reference
+    return (1 - between) / noise if noise > 0 else math.inf
+
+
 def within_between_table(found: Draws, reference: str, permutations: int = 1000,
                          seed: int = 0) -> pd.DataFrame:
     """For every material but ``reference`` and every sparsity: mean overlap of two draws
     of the material, of two draws of the reference, and of one draw of each; the
-    difference (within minus between) and its permutation p-value (see ``tests`` for the
-    adjustment over many cells)."""
+    difference (within minus between), its size as a ``distance_ratio`` and its
+    permutation p-value (see ``tests`` for the adjustment over many cells)."""
     if reference not in found:
         raise ValueError(f"no masks of the reference {reference!r}; there are {list(found)}")
     rows = []
@@ -279,8 +288,9 @@ def within_between_table(found: Draws, reference: str, permutations: int = 1000,
                                [m[s] for m in found[reference].values()], permutations, seed)
             rows.append({"material": label, "sparsity %": round(100 * s, 2),
                          "within": r["within first"], "within reference": r["within second"],
-                         "between": r["between"], "difference": r["difference"], "p": r["p"],
-                         "draws": r["draws"][0]})
+                         "between": r["between"], "difference": r["difference"],
+                         "distance ratio": distance_ratio(r["between"], r["within second"]),
+                         "p": r["p"], "draws": r["draws"][0]})
     return pd.DataFrame(rows)
 
 
@@ -348,7 +358,7 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
     P = config.get_profile(profile)
     draws = {"smoke": 2}.get(P.name, 20) if draws is None else draws
     if sparsities is None:
-        sparsities = {"smoke": [0.6, 0.95]}.get(P.name, [0.6, 0.8, 0.9, 0.95, 0.98])
+        sparsities = {"smoke": [0.9, 0.95]}.get(P.name, [0.6, 0.8, 0.9, 0.95, 0.98])
     config.check_integer("draws", draws, 2)
     config.check_integer("seed", seed, 0)
     sparsities = config.check_sparsities("sparsities", sparsities)
@@ -389,8 +399,9 @@ def by_criterion(found: dict[str, Draws], table, *args, **kwargs) -> pd.DataFram
 def glue_tests(table: pd.DataFrame, labels: Sequence[str] = ("DOP", "stitching Ïƒ=0.5"),
                alpha: float = 0.05) -> None:
     """Glue, for the prose: the cells tested, those where the material moves the mask
-    (Holm-adjusted p < ``alpha``), and for each criterion and material of ``labels`` how
-    many of its sparsities do (``<criterion>_<material>_moved`` / ``_cells``)."""
+    (Holm-adjusted p < ``alpha``), for each criterion and material of ``labels`` how many
+    of its sparsities do (``<criterion>_<material>_moved`` / ``_cells``), and every row's
+    distance ratio (``<criterion>_<material>_<sparsity>_ratio``)."""
     from opai_lib.plots import glue_number, slug
 
     moved = table["p (Holm)"] < alpha
@@ -401,3 +412,6 @@ def glue_tests(table: pd.DataFrame, labels: Sequence[str] = ("DOP", "stitching Ï
             rows = (table["criterion"] == crit) & (table["material"] == label)
             glue_number(slug(crit, label, "moved"), int((moved & rows).sum()))
             glue_number(slug(crit, label, "cells"), int(rows.sum()))
+    for _, row in table.iterrows():
+        glue_number(slug(row["criterion"], row["material"], row["sparsity %"], "ratio"),
+                    row["distance ratio"])

@@ -653,3 +653,9 @@ def test_chapter_checks_its_parameters_before_any_mask(kwargs, name):
     with pytest.raises(ValueError, match=name):
         anatomy.chapter("smoke", "resnet20", args["draws"], args["sparsities"], args["seed"],
                         **extra)
+
+
+def test_distance_ratio_in_units_of_the_references_own_spread():
+    assert anatomy.distance_ratio(0.8, 0.9) == pytest.approx(2.0)  # twice as far
+    assert anatomy.distance_ratio(0.9, 0.9) == pytest.approx(1.0)  # no farther
+    assert anatomy.distance_ratio(0.5, 1.0) == math.inf  # a reference that never varies
