@@ -162,8 +162,8 @@ def test_a_class_without_significant_concepts_is_an_error(world):
 
 def test_arguments_are_validated_before_compute(world):
     train, found = world
-    assert MATERIALS.names() == ["all_ones", "dop", "image", "less_patch", "random_segment",
-                                 "stitch"]
+    assert MATERIALS.names() == ["all_ones", "dop", "gaussian", "image", "less_patch",
+                                 "random_labels", "random_segment", "shuffled_pixels", "stitch"]
     with pytest.raises(ValueError, match="unknown material 'photos'.*stitch"):
         make_material("photos", train, 2, 0)
     with pytest.raises(ValueError, match="per_class must be an integer >= 1, got 0"):
