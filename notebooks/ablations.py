@@ -79,10 +79,7 @@ display(experiments.shown(verdicts.beside_paper(summary)))
 
 # %%
 ablation = verdicts.with_paper(experiments.effects(table, "images", runs), "images")
-plots.effect_intervals(ablation, margin=verdicts.MARGIN)
-plt.show()
-display(experiments.shown(ablation))
-_ = plots.glue_effects(ablation)
+verdicts.report(ablation)
 
 # %% [markdown]
 # (ablation-growth)=
@@ -95,7 +92,7 @@ _ = plots.glue_effects(ablation)
 # %%
 growth = experiments.gap_growth(table, experiments.OWN_ALL_ONES, "images", 90, 95)
 display(experiments.shown(growth))
-_ = plots.glue_effects(growth, label=None, prefix="growth")
+plots.glue_effects(growth, label=None, prefix="growth")
 
 # %% [markdown]
 # SNIP's all-ones gap changes by {glue:text}`growth_snip_mean:.1f` ±

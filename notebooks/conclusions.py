@@ -68,7 +68,8 @@ plots.glue_number("verdict_max_n", judged["count"].max())
 #   {ref}`stitching-effects`, beside the state-of-the-art methods in {ref}`stitching-table`.
 #
 # Before any training, {ref}`anatomy-within-between` asks whether a material moves the mask
-# more than a second draw of the same material does. With twenty draws per material the
+# more than a second draw of the same material does. With
+# {glue:text}`mask_anatomy.ipynb::draws:d` draws per material the
 # permutation test finds a difference in {glue:text}`mask_anatomy.ipynb::cells_moved:d` of
 # its {glue:text}`mask_anatomy.ipynb::cells:d` cells, so the size is what counts: at 90 %
 # sparsity, DOP's masks lie {glue:text}`mask_anatomy.ipynb::snip_dop_90_ratio:.2f` times as

@@ -84,15 +84,12 @@ display(experiments.shown(verdicts.beside_paper(summary)))
 
 # %%
 dop = verdicts.with_paper(experiments.effects(table, "images", runs), "images")
-plots.effect_intervals(dop, margin=verdicts.MARGIN)
-plt.show()
-display(experiments.shown(dop))
+verdicts.report(dop)
 sd, pairs = verdicts.paired_sd(dop), int(dop.loc[dop["sparsity %"] >= 90, "count"].min())
 plots.glue_number("paired_sd", sd)
 plots.glue_number("decisive_pairs", pairs)
 plots.glue_number("detectable_decisive", verdicts.detectable_effect(sd, max(pairs, 2)))
 plots.glue_number("detectable_10", verdicts.detectable_effect(sd, 10))
-_ = plots.glue_effects(dop)
 
 # %% [markdown]
 # The paired differences have a standard deviation of
@@ -118,8 +115,7 @@ _ = plots.glue_effects(dop)
 
 # %%
 ordering = experiments.effects(table, ("random", "random (uniform)"), runs)
-display(experiments.shown(ordering))
-_ = plots.glue_effects(ordering, label="arm", prefix="vs_random")
+verdicts.report(ordering, label="arm", prefix="vs_random")
 
 # %% [markdown]
 # A negative row means that on this budget a criterion fed real images does worse than
@@ -133,9 +129,8 @@ _ = plots.glue_effects(ordering, label="arm", prefix="vs_random")
 budget_runs, budget = experiments.record_table("budget", P, model_name, seeds=budget_seeds,
                                                compute=compute, workers=workers)
 budget_effects = experiments.effects(budget, ("random", "random (uniform)"), budget_runs)
-display(experiments.shown(budget_effects))
+verdicts.report(budget_effects, label="arm", prefix="budget")
 plots.glue_number("budget_seeds", budget_seeds)
-_ = plots.glue_effects(budget_effects, label="arm", prefix="budget")
 
 # %% [markdown]
 # With {glue:text}`budget_seeds:d` seeds per cell these intervals are wide: read the sign of

@@ -18,8 +18,8 @@
 # differ from each other, the material cannot be what changes accuracy.
 #
 # For one initial ResNet-20 and each criterion (SNIP, GraSP), every material of the study
-# and three controls from the literature is drawn many times, each draw scored once, and
-# the mask selected at five sparsities (`opai_lib.anatomy`):
+# and the controls from the literature is drawn many times, each draw scored once, and
+# the mask selected at each sparsity (`opai_lib.anatomy`):
 #
 # - *within*: the mean overlap of two masks from different draws of one material (the
 #   fraction of one mask's kept weights that the other keeps);
@@ -72,7 +72,8 @@ anatomy.glue_tests(wb)
 
 # %% [markdown]
 # Of {glue:text}`cells:d` cells, {glue:text}`cells_moved:d` pass the test (Holm-adjusted
-# p < 0.05): with twenty draws of each material it detects very small differences, so the
+# p < 0.05): with {glue:text}`draws:d` draws of each material it detects very small
+# differences, so the
 # size is what to read. The *distance ratio* gives it: how far the material's masks are
 # from image masks, in units of how far two batches of images put their masks apart
 # (1 = no farther than redrawing the images). At 90 % sparsity DOP's ratio is

@@ -37,7 +37,6 @@ compute = True  # False: show only the runs already in the store, compute none
 workers = 2  # single-threaded training processes
 
 # %%
-import matplotlib.pyplot as plt
 from IPython.display import display
 
 from opai_lib import experiments, plots, verdicts
@@ -76,17 +75,11 @@ display(verdicts.PAPER_REPORTED.style.hide(axis="index").format(precision=2, na_
 
 # %%
 stitching = verdicts.with_paper(experiments.effects(table, "images", runs), "images")
-plots.effect_intervals(stitching, margin=verdicts.MARGIN)
-plt.show()
-display(experiments.shown(stitching))
-_ = plots.glue_effects(stitching)
+verdicts.report(stitching)
 
 # %%
 field = experiments.effects(table, ("GraSP", "images"), runs)
-plots.effect_intervals(field, label="arm", margin=verdicts.MARGIN)
-plt.show()
-display(experiments.shown(field))
-_ = plots.glue_effects(field, label="arm", prefix="vs_grasp")
+verdicts.report(field, label="arm", prefix="vs_grasp")
 
 # %% [markdown]
 # At 95 %, stitching at σ = 0.75 with a third of the examples differs from GraSP fed images

@@ -354,6 +354,7 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
     import time
 
     from opai_lib import config, experiments, study
+    from opai_lib.plots import glue_number
 
     P = config.get_profile(profile)
     draws = {"smoke": 2}.get(P.name, 20) if draws is None else draws
@@ -361,6 +362,7 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
         sparsities = {"smoke": [0.9, 0.95]}.get(P.name, [0.6, 0.8, 0.9, 0.95, 0.98])
     config.check_integer("draws", draws, 2)
     config.check_integer("seed", seed, 0)
+    glue_number("draws", draws)
     sparsities = config.check_sparsities("sparsities", sparsities)
     config.check_parameter(layer_sparsity is None or layer_sparsity in sparsities,
                            "layer_sparsity", layer_sparsity, f"one of sparsities {sparsities}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -93,7 +93,6 @@ class Experiment:
     decisive: tuple = ()
     sparsities: tuple = PAPER_SPARSITIES
     epoch_factors: tuple = (1,)
-    doc: str = field(default="", compare=False)
 
     def is_decisive(self, arm: Arm, sparsity: float) -> bool:
         cells = {(m, s) for m, _, s in self.decisive}
@@ -227,23 +226,23 @@ OWN_ALL_ONES = {"SNIP": f"all-ones (BN {SnipOptions().bn_mode})",
 
 
 EXPERIMENTS = {
+    # Table 1: DOP against images for SNIP and GraSP
     "dop_sparsity": Experiment(
         "dop_sparsity", dop_arms, "images",
-        decisive=tuple((m, "DOP", s) for m in ("snip", "grasp") for s in (0.9, 0.95)),
-        doc="DOP against images for SNIP and GraSP (Table 1)"),
+        decisive=tuple((m, "DOP", s) for m in ("snip", "grasp") for s in (0.9, 0.95))),
+    # Figure 4: all-ones inputs, random segments and one patch
     "ablations": Experiment(
         "ablations", ablation_arms, "images",
         decisive=tuple((m, OWN_ALL_ONES[CRITERION_NAMES[m]], s) for m in ("snip", "grasp")
-                       for s in (0.9, 0.95)),
-        doc="all-ones inputs, random segments and one patch (Figure 4)"),
+                       for s in (0.9, 0.95))),
+    # Table 2: Super Stitching against the state of the art
     "super_stitching": Experiment(
         "super_stitching", stitching_arms, "images",
         decisive=(("grasp", "stitching σ=0.5", 0.95), ("grasp", "stitching σ=0.75", 0.95)),
-        sparsities=(0.9, 0.95),
-        doc="Super Stitching against the state of the art (Table 2)"),
+        sparsities=(0.9, 0.95)),
+    # SNIP and GraSP fed images against random masks at 1, 2 and 4 times the epochs
     "budget": Experiment(
-        "budget", budget_arms, "images", sparsities=(0.9,), epoch_factors=(1, 2, 4),
-        doc="SNIP and GraSP fed images against random masks at 1, 2 and 4 times the epochs"),
+        "budget", budget_arms, "images", sparsities=(0.9,), epoch_factors=(1, 2, 4)),
 }
 
 
@@ -448,11 +447,11 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
                                workers)
     train_set, _ = study.profile_data(P)
     hours = table["seconds"].sum() / 3600 if len(table) else 0.0
+    cpus = ", ".join(sorted(set(table["cpu"]))) if len(table) else "no machine yet"
     print(f"profile {P.name}: {P.dataset} ({len(train_set)} training images), {model}, "
-          f"{P.recipe.epochs} epochs, fp32 unless the profile says otherwise "
-          f"({P.recipe.precision}); {len(table)} of {len(runs)} runs in the store, read or "
-          f"computed in {time.perf_counter() - t0:.0f} s; they took {hours:.1f} CPU-hours "
-          f"on {', '.join(sorted(set(table['cpu']))) if len(table) else 'no machine yet'}")
+          f"{P.recipe.epochs} epochs in {P.recipe.precision}; {len(table)} of {len(runs)} "
+          f"runs in the store, read or computed in {time.perf_counter() - t0:.0f} s; they "
+          f"took {hours:.1f} CPU-hours on {cpus}")
     plots.glue_number("seeds", seeds)
     plots.glue_number("decisive_seeds", decisive_seeds)
     plots.glue_number("runs", len(table))

@@ -1025,3 +1025,23 @@ def test_tables_read_seeds_added_beyond_the_plan(tmp_path):
     ext = V.extension("dop_sparsity", CPU, table)
     snip95 = {(r.arm.label, r.seed) for r in ext if r.arm.method == "snip" and r.sparsity == 0.95}
     assert snip95 == {("images", 3), ("DOP", 3)}  # the gap first
+
+
+def test_report_draws_shows_and_glues_an_effect_table(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import myst_nb
+
+    glued, shown = {}, []
+    monkeypatch.setattr(myst_nb, "glue",
+                        lambda key, value, display=True: glued.update({key: value}))
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    rows = V.with_paper(E.effects(runs_table(cells("SNIP", {
+        ("images", 90): [50, 52, 51], ("DOP", 90): [54, 56, 55]})), "images"), "images")
+    V.report(rows)
+    assert glued["snip_dop_90_mean"] == pytest.approx(4.0) and glued["snip_dop_90_n"] == 3
+    assert glued["snip_dop_90_verdict"] == "supported" and len(shown) == 1
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
