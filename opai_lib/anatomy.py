@@ -9,8 +9,6 @@ changes its mask by more than the mask's own draw-to-draw noise:
 - ``effective_mask``: the kept weights on at least one input-output path of the masked
   network (Vysogorets and Kempe 2021); the others cannot change the output, so a mask's
   *effective* sparsity can exceed its nominal one, up to 100 % for a cut network.
-- ``shuffle_within_layers`` and ``inverted``: the sanity checks of Frankle et al. (2021),
-  a layer's kept positions redrawn at the same count, and scores turned upside down.
 - ``material_masks``: a criterion's masks for independent draws of one material on one
   initial network; ``overlap_matrix`` and ``within_between``: overlaps of masks drawn from
   the same material against masks from two materials, with a permutation test.
@@ -129,25 +127,6 @@ def effective_sparsity(model: nn.Module, mask: Mask, image_size: int = 32) -> di
     return {"sparsity": 1 - kept / total, "effective sparsity": 1 - used / total,
             "unused kept": kept - used, "dead layers": masks.empty_layers(eff),
             "layer effective density": {n: m.float().mean().item() for n, m in eff.items()}}
-
-
-# ---------------------------------------------------------------------------------------
-# Sanity checks of Frankle et al. (2021).
-
-def shuffle_within_layers(mask: Mask, seed: int) -> Mask:
-    """Each tensor's kept positions redrawn uniformly at random, its count unchanged: what
-    is left of a mask when only its layer-wise densities are kept."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, m in mask.items():
-        flat = m.flatten().cpu()
-        out[name] = flat[torch.randperm(flat.numel(), generator=g)].view(m.shape).to(m.device)
-    return out
-
-
-def inverted(scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Scores negated: a selection that keeps the highest then keeps the lowest."""
-    return {name: -s for name, s in scores.items()}
 
 
 # ---------------------------------------------------------------------------------------

@@ -41,15 +41,19 @@ class Method:
         return build(self.options_class, **kwargs)
 
     def mask(self, model: nn.Module, options, material: Sequence | None, sparsity: float,
-             seed: int) -> masks.Mask | None:
-        """The mask of this method for ``model`` (None for the dense baseline)."""
+             seed: int, invert: bool = False) -> masks.Mask | None:
+        """The mask of this method for ``model`` (None for the dense baseline); ``invert``
+        keeps a criterion's lowest-scored weights (``sanity``)."""
+        if invert and self.kind != "criterion":
+            raise ValueError(f"invert: method {self.name!r} has no scores to invert; "
+                             "allowed: a criterion")
         if self.kind == "dense":
             return None
         if self.kind == "expander":
             return expanders.expander_mask(model, self.member, density=1 - sparsity, seed=seed,
                                            options=options)
         return prune.prune_at_init(model, self.member, material, sparsity, seed=seed,
-                                   options=options)
+                                   options=options, invert=invert)
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from opai_lib import criteria, data, masks, models
+from opai_lib import criteria, data, masks, models, sanity
 from opai_lib.config import check_integer, options_of
 from opai_lib.criteria import ON_COLLAPSE, SCHEDULES, SCOPES  # noqa: F401 (re-exported)
 
@@ -253,7 +253,8 @@ def _as_batches(material, model: nn.Module | None = None
 
 
 def prune_at_init(model: nn.Module, criterion: str, material, sparsity: float, seed: int = 0,
-                  options: criteria.PruneOptions | None = None, **kwargs) -> masks.Mask:
+                  options: criteria.PruneOptions | None = None, invert: bool = False,
+                  **kwargs) -> masks.Mask:
     """The mask that ``criterion`` fed ``material`` chooses at ``sparsity``; the model is
     left untouched (apply the mask with ``masks.apply_mask``).
 
@@ -265,14 +266,16 @@ def prune_at_init(model: nn.Module, criterion: str, material, sparsity: float, s
     ("error"), gets its best-scored weight back ("repair", see ``repair_collapse``), or stays
     empty ("allow"). ``first_layer``/``last_layer`` False keep that layer dense (not in the
     mask). ``seed`` drives every random draw (random scores, GraSP's re-initialisation, ties);
-    the global RNG is not used.
+    the global RNG is not used. ``invert``: keep the lowest-scored weights instead (the
+    sanity check of ``sanity``; one-shot criteria only).
     """
-    return masks_at_init(model, criterion, material, [sparsity], seed, options, **kwargs)[sparsity]
+    return masks_at_init(model, criterion, material, [sparsity], seed, options, invert,
+                         **kwargs)[sparsity]
 
 
 def masks_at_init(model: nn.Module, criterion: str, material, sparsities, seed: int = 0,
-                  options: criteria.PruneOptions | None = None, **kwargs
-                  ) -> dict[float, masks.Mask]:
+                  options: criteria.PruneOptions | None = None, invert: bool = False,
+                  **kwargs) -> dict[float, masks.Mask]:
     """``prune_at_init`` at each of ``sparsities`` (same arguments): a one-shot criterion
     scores once and selects at every sparsity, giving the masks ``prune_at_init`` gives
     one by one; an iterative one prunes again for each."""
@@ -285,6 +288,9 @@ def masks_at_init(model: nn.Module, criterion: str, material, sparsities, seed: 
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     options = options_of(crit.options_class, options, kwargs, repr(criterion))
+    if not isinstance(invert, bool) or (invert and options.rounds > 1):
+        raise ValueError(f"invert must be True or False, and False when the criterion prunes "
+                         f"in several rounds; got invert={invert!r}, rounds={options.rounds}")
     batches = _as_batches(material, model)
     if crit.needs_data and batches is None:
         free = [n for n in criteria.CRITERIA.names() if not criteria.CRITERIA.get(n).needs_data]
@@ -299,6 +305,8 @@ def masks_at_init(model: nn.Module, criterion: str, material, sparsities, seed: 
             mask = None
             for t, density in enumerate(densities):
                 scores = crit.score(model, batches, names, mask, generator, **options.scoring())
+                if invert:
+                    scores = sanity.inverted(scores)
                 if mask is not None and not crit.revive:
                     scores = {n: s.masked_fill(~mask[n], -math.inf) for n, s in scores.items()}
                 mask = select(scores, 1 - density, options.scope, seed=seed * 1000 + t)

@@ -19,13 +19,14 @@ import math
 import os
 import subprocess
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from opai_lib import data, masks, models
+from opai_lib import data, masks, models, sanity
 from opai_lib.config import (
     Profile,
     Recipe,
@@ -76,6 +77,14 @@ class RunConfig:
     seed: int = param(0, "seed of the initial weights, the material, the mask and the batches")
     recipe: Recipe = param(Recipe(), "training recipe; its precision is resolved for device")
     device: str = param("cpu", "torch device", ("cpu", "cuda"))
+    draw: int | None = param(None, "seed of the material's draw when it is not the run's seed "
+                             "(many draws for one initial network); None: the run's seed")
+    sanity: str | None = param(None, "a sanity check of the mask (see sanity.CHECKS); None: "
+                               "the mask as its method chose it", (None, *sanity.CHECKS))
+
+    # Fields added after the record was first published: left out of the key while None,
+    # so every record written before them keeps its name (tests pin both).
+    LATE_FIELDS: typing.ClassVar[tuple[str, ...]] = ("draw", "sanity")
 
     def __post_init__(self):
         check_types(self)
@@ -106,6 +115,15 @@ class RunConfig:
                     f"at most {available} training images per class in all batches")
         require(method.needs_data or self.material is None, self, "material",
                 f"None: method {self.method!r} reads no data")
+        require(self.draw is None or (method.needs_data and self.draw >= 0), self, "draw",
+                f"None, or an integer >= 0 for a method that reads data ({self.method!r} "
+                f"{'does' if method.needs_data else 'does not'})")
+        if self.draw == self.seed:  # the run's own draw: one run, one key
+            object.__setattr__(self, "draw", None)
+        require(self.sanity is None or method.kind != "dense", self, "sanity",
+                "None for the dense baseline (it has no mask)")
+        require(self.sanity != "invert" or (method.kind == "criterion" and options.rounds == 1),
+                self, "sanity", "'invert' only for a one-shot criterion (it inverts scores)")
         object.__setattr__(self, "recipe", self.recipe.on(self.device))
 
     @classmethod
@@ -121,7 +139,11 @@ class RunConfig:
 
     def key(self) -> str:
         """A short hash of every field (the record's name); tests pin a few."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        values = dataclasses.asdict(self)
+        for name in self.LATE_FIELDS:
+            if values[name] is None:
+                del values[name]
+        text = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -157,9 +179,22 @@ def profile_data(profile: Profile):
 
 
 def make_mask(cfg: RunConfig, model, train_set) -> masks.Mask | None:
-    """The mask of ``cfg``'s method for ``model`` (None for the dense baseline)."""
-    material = cfg.material.make(train_set, cfg.seed) if cfg.material else None
-    return METHODS.get(cfg.method).mask(model, cfg.options, material, cfg.sparsity, cfg.seed)
+    """The mask of ``cfg``'s method for ``model`` (None for the dense baseline), its
+    material drawn with ``cfg.draw`` (else the seed), shuffled or inverted as ``cfg.sanity``
+    says."""
+    draw = cfg.seed if cfg.draw is None else cfg.draw
+    material = cfg.material.make(train_set, draw) if cfg.material else None
+    mask = METHODS.get(cfg.method).mask(model, cfg.options, material, cfg.sparsity, cfg.seed,
+                                        invert=cfg.sanity == "invert")
+    if cfg.sanity == "shuffle":
+        mask = sanity.shuffle_within_layers(mask, cfg.seed)
+    return mask
+
+
+def initial_model(cfg: RunConfig, num_classes: int, seed: int | None = None):
+    """``cfg``'s network with the initial weights of ``seed`` (None: the run's)."""
+    return models.get_model(cfg.model, num_classes, cfg.width,
+                            seed=cfg.seed if seed is None else seed)
 
 
 @functools.cache
@@ -226,8 +261,10 @@ def _compute(cfg: RunConfig, store: Store) -> tuple[dict, dict | None]:
     """Train and evaluate ``cfg``: its record and its packed mask."""
     t0 = time.perf_counter()
     train_set, test_set = run_data(cfg.dataset, cfg.train_per_class, cfg.test_per_class)
-    model = models.get_model(cfg.model, train_set.num_classes, cfg.width, seed=cfg.seed)
+    model = initial_model(cfg, train_set.num_classes)
     mask = make_mask(cfg, model, train_set)
+    if cfg.sanity == "reinit":  # the mask chosen on one network, trained on another
+        model = initial_model(cfg, train_set.num_classes, sanity.reinit_seed(cfg.seed))
     if mask is not None:
         masks.apply_mask(model, mask)
     mask_seconds = time.perf_counter() - t0

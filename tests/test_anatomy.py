@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from opai_lib import anatomy, masks, models, prune
+from opai_lib import anatomy, masks, models
 
 
 def _rand_mask(shapes: dict, density: float, seed: int) -> dict:
@@ -431,48 +431,7 @@ def test_effective_mask_rejects_non_parameter_names():
 
 
 # ---------------------------------------------------------------------------------------
-# 4. shuffle_within_layers
-
-
-def test_shuffle_within_layers():
-    mask = {"a": torch.zeros(20, 50, dtype=bool), "full": torch.ones(3, 4, dtype=bool),
-            "empty": torch.zeros(7, dtype=bool)}
-    g = torch.Generator().manual_seed(0)
-    mask["a"].view(-1)[torch.randperm(1000, generator=g)[:500]] = True
-    original = {n: m.clone() for n, m in mask.items()}
-    s1 = anatomy.shuffle_within_layers(mask, seed=1)
-    for n in mask:
-        assert s1[n].shape == mask[n].shape and s1[n].dtype == torch.bool
-        assert int(s1[n].sum()) == int(mask[n].sum()), n
-        assert torch.equal(mask[n], original[n])  # input untouched
-    assert s1["full"].all() and not s1["empty"].any()
-    assert not torch.equal(s1["a"], mask["a"])  # 1 in C(1000, 500) to collide
-    again = anatomy.shuffle_within_layers(mask, seed=1)
-    assert all(torch.equal(s1[n], again[n]) for n in mask)
-    other = anatomy.shuffle_within_layers(mask, seed=2)
-    assert not torch.equal(s1["a"], other["a"])
-
-
-# ---------------------------------------------------------------------------------------
-# 5. inverted
-
-
-def test_inverted_then_select_keeps_the_lowest():
-    scores = {"a": torch.tensor([[5.0, 1.0], [3.0, 7.0]]),
-              "b": torch.tensor([2.0, 8.0, 4.0, 6.0])}
-    inv = anatomy.inverted(scores)
-    assert torch.equal(scores["a"], torch.tensor([[5.0, 1.0], [3.0, 7.0]]))  # not in place
-    mask = prune.select(inv, 0.5)
-    # the 4 lowest of {5, 1, 3, 7, 2, 8, 4, 6} are 1, 2, 3, 4
-    assert torch.equal(mask["a"], torch.tensor([[False, True], [True, False]]))
-    assert torch.equal(mask["b"], torch.tensor([True, False, True, False]))
-    mask = prune.select(inv, 0.75)  # 2 kept: scores 1 and 2
-    assert torch.equal(mask["a"], torch.tensor([[False, True], [False, False]]))
-    assert torch.equal(mask["b"], torch.tensor([True, False, False, False]))
-
-
-# ---------------------------------------------------------------------------------------
-# 6. overlap_matrix
+# 4. overlap_matrix
 
 
 def test_overlap_matrix_matches_double_loop():
@@ -499,7 +458,7 @@ def test_overlap_matrix_rejects_bad_input():
 
 
 # ---------------------------------------------------------------------------------------
-# 7. within_between
+# 5. within_between
 
 
 N_WEIGHTS = 2000
