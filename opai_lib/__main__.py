@@ -10,6 +10,7 @@ injected-parameters cell of executed notebooks (``opai_lib.pages``). ``verify`` 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from opai_lib import config, experiments, pages, record, study, verdicts
@@ -36,8 +37,10 @@ def _shard(text: str) -> tuple[int, int]:
 def sweep(args) -> int:
     """Run (or, with --list, list) the missing runs of one experiment's grid."""
     profile = config.get_profile(args.profile)
-    seeds, decisive = experiments.seed_counts(profile.name, args.seeds, args.decisive_seeds)
-    runs = experiments.get_experiment(args.experiment).runs(profile, args.model, seeds, decisive)
+    exp = experiments.get_experiment(args.experiment)
+    seeds, decisive = experiments.seed_counts(profile.name, args.seeds, args.decisive_seeds,
+                                              exp.seeds)
+    runs = exp.runs(profile, args.model, seeds, decisive)
     store = args.store or study.store_dir(profile.name)
     if args.extend:  # one more seed for each decisive cell still unresolved
         table = experiments.record_table(args.experiment, profile, args.model, seeds,
@@ -49,7 +52,8 @@ def sweep(args) -> int:
     print(f"{args.experiment} on profile {profile.name}: {len(runs)} runs, {len(missing)} "
           f"missing, store {store}", flush=True)
     for r in missing if args.list else []:
-        print(f"  {r.config.key()}  {r.arm.criterion} {r.arm.label} s={r.sparsity:g} "
+        check = "" if r.arm.check is None else f" ({r.arm.check_name})"
+        print(f"  {r.config.key()}  {r.arm.criterion} {r.arm.label}{check} s={r.sparsity:g} "
               f"seed {r.seed}{'  (decisive)' if r.decisive else ''}")
     if not args.list and missing:
         study.sweep([r.config for r in missing], store, workers=args.workers)
@@ -65,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
     w.add_argument("--model", default="resnet20")
     w.add_argument("--seeds", type=int, default=None,
-                   help="seeds of every cell (default: 3; smoke profile 1)")
+                   help="seeds of every cell (default: the experiment's, 3 for the chapters; "
+                   "smoke profile 1)")
     w.add_argument("--decisive-seeds", type=int, default=None,
-                   help="seeds of the decisive cells (default: 6; smoke profile 2)")
+                   help="seeds of the decisive cells (default: the experiment's, 6 for the "
+                   "chapters; smoke profile 2)")
     w.add_argument("--decisive-only", action="store_true", help="only the decisive cells")
     w.add_argument("--extend", action="store_true",
                    help="one more seed for each decisive cell whose verdict is unresolved")
@@ -106,4 +112,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `sweep --list | head` ends quietly
     sys.exit(main())

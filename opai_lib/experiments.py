@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from opai_lib import study
+from opai_lib import sanity, study
 from opai_lib.config import Profile, check_integer, check_sparsities
 from opai_lib.criteria import GraspOptions, RandomOptions, SnipOptions
 from opai_lib.materials import Material
@@ -42,16 +42,24 @@ MOST_SEEDS = 10
 @dataclass(frozen=True)
 class Arm:
     """A row of a table: ``method`` (``methods.METHODS``) fed ``material`` with ``options``
-    (None: the method's defaults), labelled for tables."""
+    (None: the method's defaults), labelled for tables. ``check``: a sanity check of the
+    mask (``sanity.CHECKS``). ``network``: the seed of one initial network shared by all
+    seeds, which then draw only the material (``RunConfig.draw``)."""
 
     label: str
     method: str
     material: Material | None = None
     options: object = None
+    check: str | None = None
+    network: int | None = None
 
     @property
     def criterion(self) -> str:
         return CRITERION_NAMES.get(self.method, self.method)
+
+    @property
+    def check_name(self) -> str:
+        return sanity.NAMES[self.check]
 
     def config(self, profile: Profile, model: str, sparsity: float, seed: int,
                epochs: int | None = None) -> study.RunConfig:
@@ -60,9 +68,11 @@ class Arm:
         dense = METHODS.get(self.method).kind == "dense"
         recipe = profile.recipe if epochs is None else dataclasses.replace(profile.recipe,
                                                                            epochs=epochs)
+        seeds = dict(seed=seed) if self.network is None else dict(seed=self.network, draw=seed)
         return study.config_from_profile(profile, material=self.material, model=model,
-                                         method=self.method, options=self.options, seed=seed,
-                                         sparsity=0.0 if dense else sparsity, recipe=recipe)
+                                         method=self.method, options=self.options,
+                                         sparsity=0.0 if dense else sparsity, recipe=recipe,
+                                         sanity=self.check, **seeds)
 
 
 @dataclass(frozen=True)
@@ -84,8 +94,9 @@ class Run:
 class Experiment:
     """A chapter's grid: arms (built for a profile's scale), sparsities, the label of the
     reference arm each method is compared with, and the decisive (method, label, sparsity)
-    cells that get more seeds (their reference cells with them). ``epoch_factors``
-    multiply the profile's epochs (each arm is trained at each budget)."""
+    cells that get more seeds (their reference cells with them; ``all_decisive``: every
+    masked cell). ``epoch_factors`` multiply the profile's epochs (each arm is trained at
+    each budget). ``seeds``: the seeds of every cell and of the decisive cells."""
 
     name: str
     arms: object  # Profile -> list[Arm]
@@ -93,17 +104,20 @@ class Experiment:
     decisive: tuple = ()
     sparsities: tuple = PAPER_SPARSITIES
     epoch_factors: tuple = (1,)
+    seeds: tuple = DEFAULT_SEEDS
+    all_decisive: bool = False
 
     def is_decisive(self, arm: Arm, sparsity: float) -> bool:
         cells = {(m, s) for m, _, s in self.decisive}
-        return ((arm.method, arm.label, sparsity) in self.decisive
+        return (self.all_decisive or (arm.method, arm.label, sparsity) in self.decisive
                 or (arm.label == self.reference and (arm.method, sparsity) in cells))
 
-    def runs(self, profile: Profile, model: str = "resnet20", seeds: int = 3,
-             decisive_seeds: int = 6, sparsities=None) -> list[Run]:
+    def runs(self, profile: Profile, model: str = "resnet20", seeds: int | None = None,
+             decisive_seeds: int | None = None, sparsities=None) -> list[Run]:
         """Every run of the grid, decisive cells first, seed-major (so a sweep stopped
         early leaves every cell with about the same number of seeds). A dense arm runs
-        once per seed, whatever the sparsities."""
+        once per seed, whatever the sparsities. Seeds: see ``seed_counts``."""
+        seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds, self.seeds)
         check_integer("seeds", seeds, 1)
         check_integer("decisive_seeds", decisive_seeds, seeds)
         sparsities = check_sparsities("sparsities", list(self.sparsities) if sparsities is None
@@ -208,6 +222,25 @@ def budget_arms(profile: Profile) -> list[Arm]:
             + [Arm("random (uniform)", "random")])
 
 
+def sanity_arms(profile: Profile) -> list[Arm]:
+    """The sanity checks of Frankle et al. (2021) on the masks of SNIP fed images and DOP
+    and of GraSP fed images, DOP and Super Stitching: each mask as chosen, shuffled within
+    its layers, trained from reinitialised weights, and inverted."""
+    snip_n, grasp_n = _scored(profile)
+    chosen = (_criterion_arms("snip", snip_n, SnipOptions, ("images", "DOP"))
+              + _criterion_arms("grasp", grasp_n, GraspOptions,
+                                ("images", "DOP", "stitching σ=0.5")))
+    return [dataclasses.replace(arm, check=check) for arm in chosen
+            for check in (None, *sanity.CHECKS)]
+
+
+def draw_arms(profile: Profile) -> list[Arm]:
+    """SNIP and GraSP fed images and DOP on one initial network (seed 0), each seed a new
+    draw of the material: the part of the seed-to-seed spread that the draw alone makes."""
+    return [dataclasses.replace(arm, network=0) for arm in dop_arms(profile)
+            if arm.material is not None]
+
+
 ANATOMY_LABELS = ("images", "DOP", "stitching σ=0.5", "stitching σ=0.75",
                   "all-ones (BN eval)", "all-ones (BN train)", "random segments", "one patch",
                   "random labels", "shuffled pixels", "gaussian")
@@ -243,6 +276,14 @@ EXPERIMENTS = {
     # SNIP and GraSP fed images against random masks at 1, 2 and 4 times the epochs
     "budget": Experiment(
         "budget", budget_arms, "images", sparsities=(0.9,), epoch_factors=(1, 2, 4)),
+    # Frankle et al. (2021): shuffled, reinitialised and inverted masks, 4 seeds each
+    "sanity_checks": Experiment(
+        "sanity_checks", sanity_arms, "images", sparsities=(0.9, 0.95), seeds=(4, 4),
+        all_decisive=True),
+    # the material's draw-to-draw spread on one initial network, 6 draws
+    "material_draws": Experiment(
+        "material_draws", draw_arms, "images", sparsities=(0.9,), seeds=(6, 6),
+        all_decisive=True),
 }
 
 
@@ -263,7 +304,8 @@ def _last_stage(stage_share: dict) -> float:
         else math.nan
 
 
-FRAME_COLUMNS = ["criterion", "material", "sparsity %", "epochs", "seed", "accuracy %", "samples",
+FRAME_COLUMNS = ["criterion", "material", "check", "sparsity %", "epochs", "seed", "accuracy %",
+                 "samples",
                  "empty layers", "sparsest layer %", "last stage %", "decisive", "key", "cpu",
                  "seconds"]
 
@@ -281,7 +323,8 @@ def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.D
         masked = bool(r.get("mask_shapes"))
         rows.append({
             "criterion": run.arm.criterion, "material": run.arm.label,
-            "sparsity %": round(100 * run.sparsity, 2), "epochs": run.epochs, "seed": run.seed,
+            "check": run.arm.check_name, "sparsity %": round(100 * run.sparsity, 2),
+            "epochs": run.epochs, "seed": run.seed,
             "accuracy %": 100 * r["accuracy"],
             "samples": samples(run.arm.material, num_classes),
             "empty layers": len(r["empty_layers"]) if masked else 0,
@@ -292,7 +335,7 @@ def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.D
     return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
 
-CELL = ["criterion", "material", "sparsity %", "epochs"]
+CELL = ["criterion", "material", "check", "sparsity %", "epochs"]
 
 
 def ordered(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -309,8 +352,9 @@ def ordered(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def planned_cells(planned: list[Run]) -> pd.DataFrame:
     """The cells (``CELL``) of a grid's runs, once each, in grid order."""
-    return pd.DataFrame([(r.arm.criterion, r.arm.label, round(100 * r.sparsity, 2), r.epochs)
-                         for r in planned], columns=CELL).drop_duplicates(ignore_index=True)
+    return pd.DataFrame([(r.arm.criterion, r.arm.label, r.arm.check_name,
+                          round(100 * r.sparsity, 2), r.epochs) for r in planned],
+                        columns=CELL).drop_duplicates(ignore_index=True)
 
 
 def _fill(rows: pd.DataFrame, want: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -339,12 +383,19 @@ def summary(runs: pd.DataFrame, planned: list[Run] | None = None) -> pd.DataFram
     return ordered(out, CELL)
 
 
-def _paired(runs: pd.DataFrame, by: list[str], vary: str, reference: str, cells) -> pd.DataFrame:
-    """``study.paired_differences`` of accuracy; with planned ``cells``, a reference that
-    has no run yet gives no pair (rather than an error)."""
+def _against(runs: pd.DataFrame, by: list[str], vary: str, reference: str, cells
+             ) -> pd.DataFrame:
+    """``study.paired_differences`` of accuracy: each ``vary`` setting minus ``reference``
+    within groups of equal ``by``. With planned ``cells`` (``planned_cells``, carrying a
+    ``vary`` column), every planned comparison has a row, n = 0 where no seed has both."""
     if cells is not None and not (runs[vary] == reference).any():
-        return pd.DataFrame(columns=[*by, vary, "mean", "ci95", "count", "per_seed"])
-    return study.paired_differences(runs, by, vary, reference, "accuracy %")
+        out = pd.DataFrame(columns=[*by, vary, "mean", "ci95", "count", "per_seed"])
+    else:
+        out = study.paired_differences(runs, by, vary, reference, "accuracy %")
+    if cells is None:
+        return out
+    refs = cells.loc[cells[vary] == reference, by]
+    return _fill(out, cells[cells[vary] != reference].merge(refs, on=by), [*by, vary])
 
 
 def effects(runs: pd.DataFrame, reference: str | tuple[str, str],
@@ -357,21 +408,26 @@ def effects(runs: pd.DataFrame, reference: str | tuple[str, str],
     with n = 0 where no seed has both runs yet."""
     cells = None if planned is None else planned_cells(planned)
     if isinstance(reference, str):
-        by, vary = ["criterion", "sparsity %", "epochs"], "material"
-        out = _paired(runs, by, vary, reference, cells)
-        if cells is not None:
-            refs = cells.loc[cells["material"] == reference, by]
-            out = _fill(out, cells[cells["material"] != reference].merge(refs, on=by),
-                        [*by, vary])
+        out = _against(runs, ["criterion", "check", "sparsity %", "epochs"], "material",
+                       reference, cells)
         return ordered(out, CELL)
-    by, vary, name = ["sparsity %", "epochs"], "arm", ": ".join(reference)
-    out = _paired(runs.assign(arm=runs["criterion"] + ": " + runs["material"]), by, vary,
-                  name, cells)
-    if cells is not None:
-        cells = cells.assign(arm=cells["criterion"] + ": " + cells["material"])
-        refs = cells.loc[cells["arm"] == name, by]
-        out = _fill(out, cells[cells["arm"] != name].merge(refs, on=by), [*by, vary])
+
+    def arm(t):
+        return t.assign(arm=t["criterion"] + ": " + t["material"])
+
+    out = _against(arm(runs), ["check", "sparsity %", "epochs"], "arm", ": ".join(reference),
+                   None if cells is None else arm(cells))
     return ordered(out[out["arm"] != "dense: dense"], ["arm", "sparsity %", "epochs"])
+
+
+def check_effects(runs: pd.DataFrame, planned: list[Run] | None = None) -> pd.DataFrame:
+    """Accuracy points of each sanity check minus the same cell's mask as chosen, paired by
+    seed (as ``effects``): what the criterion's choice of positions, weights or ranking
+    was worth."""
+    cells = None if planned is None else planned_cells(planned)
+    out = _against(runs, ["criterion", "material", "sparsity %", "epochs"], "check",
+                   sanity.NAMES[None], cells)
+    return ordered(out, CELL)
 
 
 def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, low: float,
@@ -398,11 +454,12 @@ def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, lo
                                       "per_seed"])
 
 
-def seed_counts(profile: str, seeds: int | None, decisive_seeds: int | None
-                ) -> tuple[int, int]:
+def seed_counts(profile: str, seeds: int | None, decisive_seeds: int | None,
+                default: tuple[int, int] = DEFAULT_SEEDS) -> tuple[int, int]:
     """Seeds of every cell and of the decisive cells: as given, or None for the profile's
-    (``SEEDS``, else ``DEFAULT_SEEDS``; decisive cells never fewer than ``seeds``)."""
-    default = SEEDS.get(profile, DEFAULT_SEEDS)
+    (``SEEDS``, else ``default``, an experiment's ``seeds``; decisive cells never fewer
+    than ``seeds``)."""
+    default = SEEDS.get(profile, default)
     seeds = default[0] if seeds is None else seeds
     if decisive_seeds is None:  # never fewer than every cell has
         decisive_seeds = max(default[1], seeds) if isinstance(seeds, int) else default[1]
@@ -415,8 +472,8 @@ def record_table(name: str, profile: Profile, model: str = "resnet20", seeds: in
     """Experiment ``name``'s planned runs and the ``frame`` of the runs in ``store`` (None:
     the profile's): with ``compute``, the missing planned runs are computed first. Decisive cells
     are read up to ``MOST_SEEDS`` seeds, so seeds added by ``verdicts.extension`` count."""
-    seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds)
     exp = get_experiment(name)
+    seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds, exp.seeds)
     planned = exp.runs(profile, model, seeds, decisive_seeds, sparsities)
     store = study.store_dir(profile.name) if store is None else store
     if compute:
@@ -441,7 +498,8 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     config.check_parameter(isinstance(compute, bool), "compute", compute, "True or False")
     config.check_integer("workers", workers, 1)
     P = config.get_profile(profile)
-    seeds, decisive_seeds = seed_counts(P.name, seeds, decisive_seeds)
+    seeds, decisive_seeds = seed_counts(P.name, seeds, decisive_seeds,
+                                        get_experiment(name).seeds)
     t0 = time.perf_counter()
     runs, table = record_table(name, P, model, seeds, decisive_seeds, sparsities, compute,
                                workers)
@@ -472,14 +530,14 @@ HIDDEN = ("per_seed", "std", "decisive", "key", "cpu", "seconds", "seed")
 
 def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """A table as the book prints it: short column names (``SHOWN``), the per-seed lists,
-    standard deviations and bookkeeping columns left out (and epochs where they do not
-    vary), numbers rounded, no index. An effect table's ``mean`` becomes ``difference``."""
+    standard deviations and bookkeeping columns left out (and epochs and sanity checks
+    where they do not vary), numbers rounded, no index. An effect table's ``mean``
+    becomes ``difference``."""
     names = dict(SHOWN)
     if "per_seed" in rows:
         names["mean"] = "difference"
-    hidden = set(HIDDEN)
-    if "epochs" in rows and rows["epochs"].nunique() <= 1:
-        hidden.add("epochs")
+    hidden = set(HIDDEN) | {c for c in ("epochs", "check")
+                            if c in rows and rows[c].nunique() <= 1}
     table = rows[[c for c in rows.columns if c not in hidden]].rename(columns=names)
     table = table.round(digits)
     plain = [c for c in ("sparsity %", "epochs", "samples", "n", "empty layers", "draws")

@@ -40,6 +40,11 @@ DECISIVE = {
 # super_stitching: 11 arms x 2 sparsities, 3 decisive -> 18 + 19*3
 # budget: 3 arms x 1 sparsity x 3 epoch budgets (4, 8, 16), 3 seeds -> 27
 TOTAL = {"dop_sparsity": 87, "ablations": 168, "super_stitching": 75, "budget": 27}
+# Grids whose every cell is decisive, with their own seeds:
+# sanity_checks: 5 masks (SNIP: images, DOP; GraSP: images, DOP, stitching 0.5) x 4 checks
+#   (none, shuffle, reinit, invert) x 2 sparsities x 4 seeds -> 160
+# material_draws: 4 arms (SNIP, GraSP x images, DOP) x 1 sparsity x 6 draws -> 24
+ALL_DECISIVE = {"sanity_checks": (160, 4), "material_draws": (24, 6)}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +98,7 @@ def test_verdict_rejects_other_signs(sign):
 # Experiment.runs
 
 
-@pytest.mark.parametrize("name", sorted(E.EXPERIMENTS))
+@pytest.mark.parametrize("name", sorted(TOTAL))
 def test_runs_seeds_per_cell(grids, name):
     runs = grids[name]
     assert len(runs) == TOTAL[name]
@@ -101,11 +106,47 @@ def test_runs_seeds_per_cell(grids, name):
     for r in runs:
         seeds.setdefault((*cell(r), r.epochs), []).append(r.seed)
         assert r.decisive == (cell(r) in DECISIVE[name])
-        assert r.config.seed == r.seed
+        assert r.config.seed == r.seed and r.config.draw is None and r.config.sanity is None
         assert r.config.sparsity == pytest.approx(r.sparsity)
     assert {c[:3] for c in seeds if c[:3] in DECISIVE[name]} == DECISIVE[name]
     for c, s in seeds.items():
         assert sorted(s) == list(range(6 if c[:3] in DECISIVE[name] else 3)), c
+
+
+@pytest.mark.parametrize("name", sorted(ALL_DECISIVE))
+def test_all_decisive_grids_use_their_own_seeds(grids, name):
+    total, n = ALL_DECISIVE[name]
+    runs = grids[name]
+    assert len(runs) == total and all(r.decisive for r in runs)
+    seeds = {}
+    for r in runs:
+        seeds.setdefault((*cell(r), r.arm.check), []).append(r.seed)
+    assert all(sorted(s) == list(range(n)) for s in seeds.values())
+    assert E.EXPERIMENTS[name].runs(config.get_profile("smoke"))[-1].seed == 1  # smoke: 2
+
+
+def test_sanity_grid_checks_the_study_masks():
+    runs = E.EXPERIMENTS["sanity_checks"].runs(CPU)
+    plain = {r.config.key() for r in runs if r.arm.check is None}
+    study_keys = {r.config.key() for name in ("dop_sparsity", "super_stitching")
+                  for r in E.EXPERIMENTS[name].runs(CPU, seeds=4, decisive_seeds=4)}
+    assert plain <= study_keys  # the unchecked masks are the chapters' own runs
+    for r in runs:
+        assert r.config.sanity == r.arm.check and r.config.seed == r.seed
+        if r.arm.check is not None:  # the same run but for the check
+            twin = dataclasses.replace(r.config, sanity=None)
+            assert twin.key() in plain
+    assert {(r.arm.criterion, r.arm.label) for r in runs} == {
+        ("SNIP", "images"), ("SNIP", "DOP"), ("GraSP", "images"), ("GraSP", "DOP"),
+        ("GraSP", "stitching σ=0.5")}
+
+
+def test_draw_grid_keeps_one_network():
+    runs = E.EXPERIMENTS["material_draws"].runs(CPU)
+    assert {r.config.seed for r in runs} == {0}
+    assert sorted({r.config.draw for r in runs}, key=str) == [1, 2, 3, 4, 5, None]
+    dop = {r.config.key() for r in E.EXPERIMENTS["dop_sparsity"].runs(CPU)}
+    assert {r.config.key() for r in runs if r.seed == 0} <= dop  # draw 0 is seed 0's run
 
 
 def test_budget_stretches_the_profiles_recipe():
@@ -556,8 +597,8 @@ RUN_COLUMNS = ["criterion", "material", "sparsity %", "seed", "accuracy %"]
 
 def runs_table(rows):
     """A run table from (criterion, material, sparsity %, seed, accuracy %) tuples, all
-    trained for 4 epochs."""
-    return pd.DataFrame(rows, columns=RUN_COLUMNS).assign(epochs=4)
+    trained for 4 epochs, masks as chosen (no sanity check)."""
+    return pd.DataFrame(rows, columns=RUN_COLUMNS).assign(epochs=4, check="none")
 
 
 def cells(criterion, accuracies):
@@ -760,8 +801,8 @@ def test_effects_against_one_arm():
                            ("random (uniform)", 95): [45, 47]})
         + [("dense", "dense", 0.0, s, 80.0 + s) for s in range(3)])
     out = E.effects(runs, ("random", "random (uniform)"))
-    assert list(out.columns) == ["sparsity %", "epochs", "arm", "mean", "ci95", "count",
-                                 "per_seed"]
+    assert list(out.columns) == ["check", "sparsity %", "epochs", "arm", "mean", "ci95",
+                                 "count", "per_seed"]
     got = {(r["arm"], r["sparsity %"]): r["per_seed"] for _, r in out.iterrows()}
     assert got == {  # minus random at the same sparsity and seed
         ("SNIP: images", 90): pytest.approx([2.0, 3.0, 4.0]),
@@ -875,6 +916,28 @@ def test_shown_effects():
     assert "accuracy %" in E.shown(rows.drop(columns="per_seed")).data.columns
 
 
+def test_check_effects_pair_each_check_with_its_own_mask():
+    rows = [("GraSP", "DOP", 90.0, s, 60.0 + s) for s in range(3)]
+    rows += [("GraSP", "images", 90.0, s, 50.0 + 2 * s) for s in range(3)]
+    runs = runs_table(rows)
+    checked = pd.concat([
+        runs.assign(check="shuffled", **{"accuracy %": runs["accuracy %"] - [1, 2, 3] * 2}),
+        runs.assign(check="inverted", **{"accuracy %": runs["accuracy %"] - 20.0}).iloc[:4],
+        runs])
+    out = E.check_effects(checked).set_index(["material", "check"])
+    assert out.loc[("DOP", "shuffled"), "per_seed"] == pytest.approx([-1, -2, -3])
+    assert out.loc[("images", "shuffled"), "per_seed"] == pytest.approx([-1, -2, -3])
+    # inverted: DOP seeds 0-2 and images seed 0 only (iloc[:4])
+    assert out.loc[("DOP", "inverted"), "count"] == 3
+    assert out.loc[("images", "inverted"), "per_seed"] == pytest.approx([-20.0])
+    assert out.loc[("DOP", "shuffled"), "mean"] == pytest.approx(-2.0)
+    assert out.loc[("DOP", "shuffled"), "ci95"] == pytest.approx(
+        stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3))
+    assert "none" not in out.index.get_level_values("check")
+    assert "check" in E.shown(out.reset_index()).data.columns  # it varies: shown
+    assert "check" not in E.shown(E.effects(runs, "images")).data.columns  # constant: hidden
+
+
 def test_shown_digits():
     styled = E.shown(SUMMARY_ROWS, digits=1)
     assert styled.data["accuracy %"].tolist() == [61.3, 80.0]
@@ -884,10 +947,10 @@ def test_shown_digits():
 # ---------------------------------------------------------------------------------------
 # Zero records: empty tables, not errors
 
-SUMMARY_COLUMNS = ["criterion", "material", "sparsity %", "epochs", "mean", "std", "count", "ci95",
-                   "samples", "empty layers (max)", "sparsest layer % (min)",
+SUMMARY_COLUMNS = ["criterion", "material", "check", "sparsity %", "epochs", "mean", "std",
+                   "count", "ci95", "samples", "empty layers (max)", "sparsest layer % (min)",
                    "last stage % (min)"]
-EFFECT_COLUMNS = ["criterion", "sparsity %", "epochs", "material", "mean", "ci95", "count",
+EFFECT_COLUMNS = ["criterion", "check", "sparsity %", "epochs", "material", "mean", "ci95", "count",
                   "per_seed"]
 
 
@@ -906,8 +969,8 @@ def test_tables_of_no_records(grids):
         assert list(judged.columns) == [*EFFECT_COLUMNS, "paper effect", "verdict"]
         against = E.effects(table, ("random", "random (uniform)"))
         assert against.empty
-        assert list(against.columns) == ["sparsity %", "epochs", "arm", "mean", "ci95", "count",
-                                         "per_seed"]
+        assert list(against.columns) == ["check", "sparsity %", "epochs", "arm", "mean",
+                                         "ci95", "count", "per_seed"]
         assert math.isnan(V.paired_sd(effects))
         E.shown(beside).to_html()
         E.shown(judged).to_html()
