@@ -225,13 +225,21 @@ def budget_arms(profile: Profile) -> list[Arm]:
 def sanity_arms(profile: Profile) -> list[Arm]:
     """The sanity checks of Frankle et al. (2021) on the masks of SNIP fed images and DOP
     and of GraSP fed images, DOP and Super Stitching: each mask as chosen, shuffled within
-    its layers, trained from reinitialised weights, and inverted."""
+    its layers, trained from reinitialised weights, and inverted (layers may collapse)."""
     snip_n, grasp_n = _scored(profile)
     chosen = (_criterion_arms("snip", snip_n, SnipOptions, ("images", "DOP"))
               + _criterion_arms("grasp", grasp_n, GraspOptions,
                                 ("images", "DOP", "stitching σ=0.5")))
-    return [dataclasses.replace(arm, check=check) for arm in chosen
-            for check in (None, *sanity.CHECKS)]
+    return [dataclasses.replace(arm, check=check, options=_allow_collapse(arm) if
+                                check == "invert" else arm.options)
+            for arm in chosen for check in (None, *sanity.CHECKS)]
+
+
+def _allow_collapse(arm: Arm):
+    """``arm``'s options letting a layer collapse: an inverted ranking may empty layers, a
+    result to show (``frame``'s empty layers), not an error."""
+    options = arm.options or METHODS.get(arm.method).options()
+    return dataclasses.replace(options, on_collapse="allow")
 
 
 def draw_arms(profile: Profile) -> list[Arm]:

@@ -133,8 +133,11 @@ def test_sanity_grid_checks_the_study_masks():
     assert plain <= study_keys  # the unchecked masks are the chapters' own runs
     for r in runs:
         assert r.config.sanity == r.arm.check and r.config.seed == r.seed
-        if r.arm.check is not None:  # the same run but for the check
-            twin = dataclasses.replace(r.config, sanity=None)
+        if r.arm.check is not None:  # the same run but for the check (and an inverted
+            options = r.config.options  # ranking may empty layers: shown, not refused)
+            assert options.on_collapse == ("allow" if r.arm.check == "invert" else "error")
+            twin = dataclasses.replace(r.config, sanity=None, options=dataclasses.replace(
+                options, on_collapse="error"))
             assert twin.key() in plain
     assert {(r.arm.criterion, r.arm.label) for r in runs} == {
         ("SNIP", "images"), ("SNIP", "DOP"), ("GraSP", "images"), ("GraSP", "DOP"),
