@@ -39,7 +39,8 @@ model_name = "resnet20"
 seeds = None  # seeds of every cell (0, 1, ..., seeds - 1, paired); None: 3 (smoke: 1)
 decisive_seeds = None  # seeds of DOP and images at 90 and 95 %; None: 6 (smoke: 2)
 sparsities = None  # None: the paper's 60, 80, 90 and 95 %
-budget_seeds = 2  # seeds of the epoch-budget check (1, 2 and 4 times the profile's epochs)
+budget_seeds = 3  # seeds of the epoch-budget check (1, 2 and 4 times the profile's epochs)
+draws = None  # draws of the material on one initial network; None: 6 (smoke: 2)
 compute = True  # False: show only the runs already in the store, compute none
 workers = 2  # single-threaded training processes
 
@@ -99,6 +100,34 @@ plots.glue_number("detectable_10", verdicts.detectable_effect(sd, 10))
 # {glue:text}`detectable_decisive:.1f` points, and ten pairs detect
 # {glue:text}`detectable_10:.1f`. Differences smaller than that stay *unresolved* here,
 # however large the paper's single run makes them look.
+
+# %% [markdown]
+# (dop-draws)=
+# ### How much of the spread is the material's draw?
+#
+# A seed redraws two things at once: the initial network and the examples the criterion is
+# fed. To see what the draw alone does, one initial network (seed 0) is pruned at 90 % by
+# each criterion fed independent draws of images and of DOP, and trained each time with
+# the same batches; the standard deviation of accuracy over these draws stands beside the
+# one over seeds, and *draw share* is the ratio of their variances.
+
+# %%
+draw_runs, draw_table = experiments.record_table("material_draws", P, model_name, draws, draws,
+                                                 compute=compute, workers=workers)
+spread = experiments.draw_spread(draw_table, table)
+display(experiments.shown(spread))
+plots.glue_number("material_draws", spread["draws"].min() if len(spread) else 0)
+plots.glue_rows(spread, ["criterion", "material"], "draw share", "draw_share")
+
+# %% [markdown]
+# With {glue:text}`material_draws:d` draws or more per cell, the draw accounts for
+# {glue:text}`snip_dop_draw_share:.0%` of the seed variance of SNIP fed DOP and
+# {glue:text}`grasp_dop_draw_share:.0%` of GraSP's (images:
+# {glue:text}`snip_images_draw_share:.0%` and {glue:text}`grasp_images_draw_share:.0%`).
+# A standard deviation from a handful of runs is itself uncertain by a third or more, so
+# read these shares as large or small, not to the percent. A large share says a paired
+# comparison cannot remove the material's own noise by sharing the network: only more
+# draws do.
 
 # %% [markdown]
 # (dop-budget)=

@@ -44,12 +44,16 @@ seed = 0  # the initial network and the criteria's own randomness
 permutations = 20000  # label shufflings of each test (at least anatomy.min_permutations)
 layer_sparsity = 0.95  # the sparsity of the per-layer heat maps
 effective_draws = 2  # draws whose effective sparsity is computed (at most draws)
+score_draws = 4  # draws of every material whose scores are rank-correlated
+check_seeds = None  # seeds of the trained sanity checks; None: 4 (smoke: 2)
+compute = True  # False: show only the trained runs already in the store, compute none
+workers = 2  # single-threaded training processes
 
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from opai_lib import anatomy, experiments, plots
+from opai_lib import anatomy, experiments, plots, verdicts
 
 plots.setup_style()
 P, model, found = anatomy.chapter(profile, model_name, draws, sparsities, seed,
@@ -93,6 +97,47 @@ plots.difference_maps(wb)
 plt.show()
 
 # %% [markdown]
+# ### The scores behind the masks
+#
+# A mask keeps the top of a ranking and discards the rest, so two rankings that agree at
+# the top can still disagree below it, where a higher sparsity would cut. The rank
+# correlation (Spearman) of the scores themselves, over every weight, for
+# {glue:text}`score_draws:d` draws of each material: *within* two draws of the material,
+# *between* a draw of it and a draw of images; *within reference* is the images' own.
+
+# %%
+spearman = anatomy.scores_by_criterion(model, P, score_draws, seed=seed)
+display(experiments.shown(spearman, digits=3))
+plots.glue_number("score_draws", score_draws)
+plots.glue_rows(spearman, ["criterion", "material"], "between", "rho")
+plots.glue_rows(spearman.drop_duplicates("criterion"), ["criterion"], "within reference",
+                "images_rho")
+
+# %% [markdown]
+# Two batches of images rank SNIP's weights with a correlation of
+# {glue:text}`snip_images_rho:.3f` and GraSP's with {glue:text}`grasp_images_rho:.3f`;
+# DOP against images, {glue:text}`snip_dop_rho:.3f` and {glue:text}`grasp_dop_rho:.3f`.
+# A between value well below the images' own says the material reorders the weights as a
+# whole, not only near the cut.
+#
+# ### A data-free yardstick
+#
+# How far is far? SynFlow {cite}`tanaka2020synflow` reads no data at all: its mask on the
+# same initial network, set against each criterion's image masks in the same units (its
+# *distance ratio*), is how far a criterion that ignores the data entirely would move
+# the mask.
+
+# %%
+synflow = anatomy.synflow_yardstick(found, model, seed=seed)
+display(experiments.shown(synflow, digits=3))
+plots.glue_rows(synflow, ["criterion", "material", "sparsity %"], "distance ratio", "ratio")
+
+# %% [markdown]
+# At 90 % SynFlow's mask lies at a distance ratio of {glue:text}`snip_synflow_90_ratio:.2f`
+# from SNIP's image masks and {glue:text}`grasp_synflow_90_ratio:.2f` from GraSP's, against
+# DOP's {glue:text}`snip_dop_90_ratio:.2f` and {glue:text}`grasp_dop_90_ratio:.2f` above.
+
+# %% [markdown]
 # (anatomy-layers)=
 # ## Where the masks differ, layer by layer
 #
@@ -126,3 +171,60 @@ plots.glue_number("dead_cells", int((eff["dead layers"] > 0).sum()))
 # and at most {glue:text}`most_unused:,.0f` kept weights sit on no path. Where a material
 # starves a layer this way, its trained accuracy measures a cut network, and the chapters
 # on accuracy flag the same masks by their empty layers and last-stage share.
+
+# %% [markdown]
+# (anatomy-sanity)=
+# ## Sanity checks, trained
+#
+# The measures above say whether a material moves the mask; training says whether the
+# move matters. Frankle et al. {cite}`frankle2021missing` ask of a criterion's mask three
+# questions, each by destroying one thing and keeping the rest (`opai_lib.sanity`):
+#
+# - *shuffled*: each layer's kept weights redrawn at random positions, the layer's count
+#   kept. If this costs nothing, the criterion acts only through its layer densities.
+# - *reinitialised*: the same mask trained from a fresh draw of the initial weights. If
+#   this costs nothing, the mask was not chosen for these particular weights.
+# - *inverted*: the lowest-scored weights kept instead of the highest, at the same count.
+#   This should hurt; it may also empty layers, shown in the table's collapse columns.
+#
+# They found that shuffling and reinitialising cost SNIP and GraSP little, that is, these
+# criteria at initialisation choose layer densities rather than weights. (Synaptic-Flow's
+# shuffle, copied by later baselines, changes nothing: its shuffled mask is assigned to a
+# local name and dropped. Here the shuffled mask is what is trained, and a test checks it
+# differs.) Each of SNIP's masks (fed images, DOP) and GraSP's (images, DOP, stitching at
+# σ = 0.5) is trained at 90 and 95 % as chosen and after each check,
+# {glue:text}`check_seeds:d` paired seeds; every row is the check minus the mask as chosen.
+# If the shuffled DOP mask trains as well as the DOP mask, whatever DOP changes, it changes
+# through layer densities.
+
+# %%
+check_runs, checks = experiments.record_table("sanity_checks", P, model_name, check_seeds,
+                                              check_seeds, compute=compute, workers=workers)
+check_effects = experiments.check_effects(checks, check_runs)
+verdicts.report(check_effects, label=("material", "check"), prefix="check")
+display(experiments.shown(experiments.summary(checks, check_runs)))
+plots.glue_number("check_seeds", int(check_effects["count"].max()) if len(check_effects) else 0)
+collapsed = checks["empty layers"] > 0
+plots.glue_number("check_collapsed", int(collapsed.sum()))
+plots.glue_number("check_collapsed_kept", int((collapsed & (checks["check"] != "inverted")).sum()))
+
+# %% [markdown]
+# Shuffling SNIP's DOP mask at 90 % changes accuracy by
+# {glue:text}`check_snip_dop_shuffled_90_mean:.2f` ±
+# {glue:text}`check_snip_dop_shuffled_90_ci95:.2f` points
+# ({glue:text}`check_snip_dop_shuffled_90_n:d` pairs) and GraSP's by
+# {glue:text}`check_grasp_dop_shuffled_90_mean:.2f` ±
+# {glue:text}`check_grasp_dop_shuffled_90_ci95:.2f`; reinitialising them,
+# {glue:text}`check_snip_dop_reinitialised_90_mean:.2f` ±
+# {glue:text}`check_snip_dop_reinitialised_90_ci95:.2f` and
+# {glue:text}`check_grasp_dop_reinitialised_90_mean:.2f` ±
+# {glue:text}`check_grasp_dop_reinitialised_90_ci95:.2f`; inverting them,
+# {glue:text}`check_snip_dop_inverted_90_mean:.2f` ±
+# {glue:text}`check_snip_dop_inverted_90_ci95:.2f` and
+# {glue:text}`check_grasp_dop_inverted_90_mean:.2f` ±
+# {glue:text}`check_grasp_dop_inverted_90_ci95:.2f`. An interval that includes zero says the
+# check found no cost at this many seeds, not that there is none; the grey band marks
+# differences under 2 points. {glue:text}`check_collapsed:d` trained runs had an empty
+# layer, {glue:text}`check_collapsed_kept:d` of them with a mask that was not inverted:
+# their accuracy is that of a cut network.
+

@@ -28,6 +28,7 @@ from torch import nn
 
 from opai_lib import data as data_mod
 from opai_lib import masks, models, prune
+from opai_lib.config import check_integer
 from opai_lib.criteria import CRITERIA
 from opai_lib.materials import Material
 
@@ -219,14 +220,72 @@ def arm_masks(model: nn.Module, arms: Sequence, dataset: str, data: data_mod.Ima
     draws with its own seeds, so no two arms share images (the controls start from image
     batches: with shared seeds, draw d of two arms would hold the same images, and the
     permutation test's exchangeability would fail)."""
+    _check_arms(arms, draws)
+    return {arm.label: material_masks(model, arm.method, arm.material, dataset, data,
+                                      _draw_seeds(i, draws), sparsities, arm.options, seed)
+            for i, arm in enumerate(arms)}
+
+
+def _check_arms(arms: Sequence, draws: int) -> None:
     labels = [arm.label for arm in arms]
     if len(set(labels)) != len(labels):
         raise ValueError(f"arms must have distinct labels, got {labels}")
     if draws >= DRAW_STRIDE:
         raise ValueError(f"draws must be below {DRAW_STRIDE}, got {draws}")
-    return {arm.label: material_masks(model, arm.method, arm.material, dataset, data,
-                                      [i * DRAW_STRIDE + d for d in range(draws)], sparsities,
-                                      arm.options, seed) for i, arm in enumerate(arms)}
+
+
+def _draw_seeds(arm_index: int, draws: int) -> list[int]:
+    return [arm_index * DRAW_STRIDE + d for d in range(draws)]
+
+
+def score_table(model: nn.Module, arms: Sequence, dataset: str, data: data_mod.ImageSet,
+                draws: int, reference: str, seed: int = 0) -> pd.DataFrame:
+    """Rank correlation (Spearman) of the scores themselves, which a mask only cuts: per
+    arm (one-shot criteria), the mean over pairs of two of its draws (*within*) and over
+    pairs of one of its draws and one of ``reference``'s (*between*). Draws as in
+    ``arm_masks`` (the same examples). A between close to the reference's within says the
+    material reorders the weights no more than a new batch of images does."""
+    from scipy import stats
+
+    check_integer("draws", draws, 2)
+    _check_arms(arms, draws)
+    labels = [arm.label for arm in arms]
+    if reference not in labels:
+        raise ValueError(f"reference {reference!r} is not an arm; the arms are {labels}")
+    ranks = {}
+    for i, arm in enumerate(arms):
+        material = arm.material.for_dataset(dataset)
+        ranks[arm.label] = []
+        for d in _draw_seeds(i, draws):
+            scores = prune.scores_at_init(model, arm.method, material.make(data, d), seed,
+                                          arm.options)
+            flat = torch.cat([s.detach().flatten().double().cpu() for s in scores.values()])
+            ranks[arm.label].append(stats.rankdata(np.nan_to_num(flat.numpy())))
+
+    def mean_corr(a, b, same):
+        pairs = [(i, j) for i in range(len(a)) for j in range(len(b)) if not same or i < j]
+        return float(np.mean([np.corrcoef(a[i], b[j])[0, 1] for i, j in pairs]))
+
+    within_ref = mean_corr(ranks[reference], ranks[reference], True)
+    return pd.DataFrame([{"material": label, "within": mean_corr(r, r, True),
+                          "within reference": within_ref,
+                          "between": mean_corr(r, ranks[reference], False), "draws": draws}
+                         for label, r in ranks.items() if label != reference])
+
+
+def yardstick(found: Draws, reference: str, fixed: Mapping[float, Mask]) -> pd.DataFrame:
+    """How far one fixed mask per sparsity (a data-free criterion's, such as SynFlow's)
+    lies from ``reference``'s masks, as ``within_between_table`` measures a material: the
+    mean overlap with the reference's draws and its ``distance_ratio``. A scale for the
+    materials' ratios: how far a criterion that reads no data at all moves the mask."""
+    rows = []
+    for s, mask in fixed.items():
+        ref = [m[s] for m in found[reference].values()]
+        within = overlap_matrix(ref)[~np.eye(len(ref), dtype=bool)].mean()
+        between = float(np.mean([overlap_matrix([mask, r])[0, 1] for r in ref]))
+        rows.append({"sparsity %": round(100 * s, 2), "within reference": within,
+                     "between": between, "distance ratio": distance_ratio(between, within)})
+    return pd.DataFrame(rows)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -367,6 +426,35 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
           f"sparsities {sparsities}: masks in {time.perf_counter() - t0:.0f} s on "
           f"{config.cpu_model()}, {torch.get_num_threads()} thread(s)")
     return P, model, found
+
+
+def scores_by_criterion(model: nn.Module, profile, draws: int, reference: str = "images",
+                        seed: int = 0, criteria: Sequence[str] = ("snip", "grasp")
+                        ) -> pd.DataFrame:
+    """``score_table`` of each criterion's arms (``experiments.anatomy_arms``) on
+    ``profile``'s training images, stacked with a ``criterion`` column first."""
+    from opai_lib import experiments, study
+
+    train, _ = study.profile_data(profile)
+    arms = experiments.anatomy_arms(profile)
+    parts = [score_table(model, [a for a in arms if a.method == c], profile.dataset, train,
+                         draws, reference, seed).assign(
+                             criterion=experiments.CRITERION_NAMES[c]) for c in criteria]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["criterion", *[c for c in out.columns if c != "criterion"]]]
+
+
+def synflow_yardstick(found: dict[str, Draws], model: nn.Module, reference: str = "images",
+                      seed: int = 0) -> pd.DataFrame:
+    """SynFlow's mask (data-free; its defaults) at every sparsity of ``found`` as the
+    ``yardstick`` of each criterion's ``reference`` masks, stacked by criterion (its
+    ``material`` column says SynFlow)."""
+    some_arm = next(iter(next(iter(found.values())).values()))  # {draw: {sparsity: mask}}
+    fixed = prune.masks_at_init(model, "synflow", None, list(some_arm[next(iter(some_arm))]),
+                                seed)
+    out = by_criterion(found, yardstick, reference, fixed)
+    out.insert(1, "material", "SynFlow")
+    return out
 
 
 def by_criterion(found: dict[str, Draws], table, *args, **kwargs) -> pd.DataFrame:

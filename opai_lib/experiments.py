@@ -438,6 +438,23 @@ def check_effects(runs: pd.DataFrame, planned: list[Run] | None = None) -> pd.Da
     return ordered(out, CELL)
 
 
+def draw_spread(draws: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+    """How much of the seed-to-seed spread the material's draw makes alone: per cell of
+    ``draws`` (runs of ``material_draws``: one network, each seed a new draw), the standard
+    deviation of accuracy over draws beside that over seeds in ``seeds`` (a chapter's runs
+    of the same cells: each seed a new network *and* draw), with their counts and the
+    draw's share of the seed variance (var over draws / var over seeds)."""
+    def spread(runs, sd, n):
+        return study.table(runs, CELL, "accuracy %")[[*CELL, "std", "count"]].rename(
+            columns={"std": sd, "count": n})
+
+    out = spread(draws, "sd over draws", "draws").merge(
+        spread(seeds, "sd over seeds", "seeds"), on=CELL, how="left")
+    out["seeds"] = out["seeds"].fillna(0).astype(int)
+    out["draw share"] = out["sd over draws"] ** 2 / out["sd over seeds"] ** 2
+    return ordered(out, CELL)
+
+
 def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, low: float,
                high: float) -> pd.DataFrame:
     """Does the gap of a material to ``reference`` widen from sparsity ``low`` to ``high``
@@ -548,7 +565,7 @@ def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
                             if c in rows and rows[c].nunique() <= 1}
     table = rows[[c for c in rows.columns if c not in hidden]].rename(columns=names)
     table = table.round(digits)
-    plain = [c for c in ("sparsity %", "epochs", "samples", "n", "empty layers", "draws")
+    plain = [c for c in ("sparsity %", "epochs", "samples", "n", "empty layers", "draws", "seeds")
              if c in table]
     return table.style.hide(axis="index").format(precision=digits, na_rep="–").format(
         "{:g}", subset=plain)

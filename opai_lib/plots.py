@@ -35,15 +35,31 @@ def slug(*parts) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
 
 
-def glue_effects(effects: pd.DataFrame, label: str | None = "material", prefix: str = ""
-                 ) -> list[str]:
+def glue_rows(table: pd.DataFrame, keys: list[str], value: str, suffix: str) -> list[str]:
+    """Glue column ``value`` of every row of ``table`` under ``slug(*row[keys], suffix)``;
+    returns the keys, for the prose."""
+    out = []
+    for _, row in table.iterrows():
+        out.append(slug(*[row[k] for k in keys], suffix))
+        glue_number(out[-1], row[value])
+    return out
+
+
+def _labels(label: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The column(s) naming an effect row besides criterion and sparsity."""
+    return () if label is None else (label,) if isinstance(label, str) else tuple(label)
+
+
+def glue_effects(effects: pd.DataFrame, label: str | tuple[str, ...] | None = "material",
+                 prefix: str = "") -> list[str]:
     """Glue the mean, 95 % half-width and pair count of every row of
     ``experiments.effects`` under ``slug(prefix, criterion, label, sparsity)`` (the columns
-    it has, ``label`` None for none; and epochs, where they vary) + ``_mean`` / ``_ci95``
-    / ``_n``, and its verdict as text if it has one; returns the keys, for the prose."""
+    it has; ``label`` one column, several, or None for none; and epochs, where they vary)
+    + ``_mean`` / ``_ci95`` / ``_n``, and its verdict as text if it has one; returns the
+    keys, for the prose."""
     from myst_nb import glue
 
-    parts = [c for c in ("criterion", label, "sparsity %") if c is not None and c in effects]
+    parts = [c for c in ("criterion", *_labels(label), "sparsity %") if c in effects]
     if "epochs" in effects and effects["epochs"].nunique() > 1:  # only where it varies
         parts.append("epochs")
     keys = []
@@ -115,15 +131,15 @@ def accuracy_curves(summary: pd.DataFrame, dense: float | None = None, axes=None
     return axes
 
 
-def effect_intervals(effects: pd.DataFrame, label: str = "material", ax=None,
+def effect_intervals(effects: pd.DataFrame, label: str | tuple[str, ...] = "material", ax=None,
                      margin: float | None = None):
     """Paired differences (``experiments.effects`` rows) as points with 95 % intervals, one
-    row per (criterion, sparsity, ``label``); a zero line and, with ``margin``, the band of
-    effects too small to claim."""
+    row per (criterion, sparsity, ``label``: one column or several); a zero line and, with
+    ``margin``, the band of effects too small to claim."""
     rows = effects.reset_index(drop=True)
     names = [" | ".join(str(v) for v in r) for r in
-             rows[[c for c in ("criterion", "sparsity %", label) if c in rows]].itertuples(
-                 index=False)]
+             rows[[c for c in ("criterion", "sparsity %", *_labels(label)) if c in rows]
+                  ].itertuples(index=False)]
     if ax is None:
         _, ax = plt.subplots(figsize=(6.0, 0.32 * len(rows) + 1.0))
     y = np.arange(len(rows))

@@ -273,18 +273,10 @@ def prune_at_init(model: nn.Module, criterion: str, material, sparsity: float, s
                          **kwargs)[sparsity]
 
 
-def masks_at_init(model: nn.Module, criterion: str, material, sparsities, seed: int = 0,
-                  options: criteria.PruneOptions | None = None, invert: bool = False,
-                  **kwargs) -> dict[float, masks.Mask]:
-    """``prune_at_init`` at each of ``sparsities`` (same arguments): a one-shot criterion
-    scores once and selects at every sparsity, giving the masks ``prune_at_init`` gives
-    one by one; an iterative one prunes again for each."""
+def _prepared(model: nn.Module, criterion: str, material, seed, options, invert, kwargs):
+    """The checked arguments of a pruning call: the criterion, its options, the batches
+    (None for a data-free criterion) and the names of the weights it scores."""
     crit = criteria.CRITERIA.get(criterion)
-    sparsities = list(sparsities)
-    if not sparsities:
-        raise ValueError("sparsities must name at least one sparsity")
-    for sparsity in sparsities:
-        _check_fraction("sparsity", sparsity)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     options = options_of(crit.options_class, options, kwargs, repr(criterion))
@@ -296,7 +288,37 @@ def masks_at_init(model: nn.Module, criterion: str, material, sparsities, seed: 
         free = [n for n in criteria.CRITERIA.names() if not criteria.CRITERIA.get(n).needs_data]
         raise ValueError(f"criterion {criterion!r} needs material (a batch or batches); "
                          f"the data-free criteria are {free}")
-    names = list(models.prunable(model, options.first_layer, options.last_layer))
+    return crit, options, batches, list(models.prunable(model, options.first_layer,
+                                                        options.last_layer))
+
+
+def scores_at_init(model: nn.Module, criterion: str, material, seed: int = 0,
+                   options: criteria.PruneOptions | None = None, **kwargs
+                   ) -> dict[str, torch.Tensor]:
+    """The scores a one-shot ``criterion`` fed ``material`` gives every prunable weight
+    (same arguments as ``prune_at_init``): what its masks are selected from."""
+    crit, options, batches, names = _prepared(model, criterion, material, seed, options,
+                                              False, kwargs)
+    if options.rounds > 1:
+        raise ValueError(f"scores_at_init: {criterion!r} with rounds={options.rounds} "
+                         "re-scores between rounds; allowed: rounds=1")
+    return crit.score(model, batches, names, None, torch.Generator().manual_seed(seed),
+                      **options.scoring())
+
+
+def masks_at_init(model: nn.Module, criterion: str, material, sparsities, seed: int = 0,
+                  options: criteria.PruneOptions | None = None, invert: bool = False,
+                  **kwargs) -> dict[float, masks.Mask]:
+    """``prune_at_init`` at each of ``sparsities`` (same arguments): a one-shot criterion
+    scores once and selects at every sparsity, giving the masks ``prune_at_init`` gives
+    one by one; an iterative one prunes again for each."""
+    sparsities = list(sparsities)
+    if not sparsities:
+        raise ValueError("sparsities must name at least one sparsity")
+    for sparsity in sparsities:
+        _check_fraction("sparsity", sparsity)
+    crit, options, batches, names = _prepared(model, criterion, material, seed, options,
+                                              invert, kwargs)
     out, scores = {}, None
     for sparsity in sparsities:
         densities = schedule_densities(1 - sparsity, options.rounds, options.schedule)

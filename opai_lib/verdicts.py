@@ -218,7 +218,8 @@ def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05
     return (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n)
 
 
-def report(rows: pd.DataFrame, label: str | None = "material", prefix: str = "") -> None:
+def report(rows: pd.DataFrame, label: str | tuple[str, ...] | None = "material",
+           prefix: str = "") -> None:
     """What a chapter shows of an ``effects`` (or ``with_paper``) table: the intervals
     against the margin, the table itself, and its numbers glued for the prose
     (``plots.glue_effects`` keys)."""

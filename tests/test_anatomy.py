@@ -618,3 +618,74 @@ def test_distance_ratio_in_units_of_the_references_own_spread():
     assert anatomy.distance_ratio(0.8, 0.9) == pytest.approx(2.0)  # twice as far
     assert anatomy.distance_ratio(0.9, 0.9) == pytest.approx(1.0)  # no farther
     assert anatomy.distance_ratio(0.5, 1.0) == math.inf  # a reference that never varies
+
+
+# ---------------------------------------------------------------------------------------
+# score_table and yardstick
+
+
+def _snip_arms():
+    from opai_lib.experiments import Arm
+    from opai_lib.materials import Material
+
+    return [Arm("images", "snip", Material("image", per_class=2)),
+            Arm("all-ones", "snip", Material("all_ones", per_class=2)),
+            Arm("gaussian", "snip", Material("gaussian", per_class=2))]
+
+
+def test_score_table_matches_scipy_on_the_same_draws(toy):
+    from scipy import stats
+
+    from opai_lib import prune
+
+    train, _ = toy
+    model = models.get_model("tiny", train.num_classes, 0.5, seed=0)
+    arms = _snip_arms()
+    out = anatomy.score_table(model, arms, "synthetic", train, 3, "images", seed=0)
+    assert out["material"].tolist() == ["all-ones", "gaussian"]
+
+    def flat(arm_index, d):  # draw d of arm i, as arm_masks draws it
+        arm = arms[arm_index]
+        scores = prune.scores_at_init(model, "snip", arm.material.make(
+            train, arm_index * anatomy.DRAW_STRIDE + d), 0)
+        return torch.cat([s.flatten() for s in scores.values()]).double().numpy()
+
+    rho = lambda a, b: stats.spearmanr(a, b).statistic  # noqa: E731
+    img = [flat(0, d) for d in range(3)]
+    gauss = [flat(2, d) for d in range(3)]
+    within_ref = np.mean([rho(img[i], img[j]) for i, j in [(0, 1), (0, 2), (1, 2)]])
+    between = np.mean([rho(g, i) for g in gauss for i in img])
+    row = out.set_index("material").loc["gaussian"]
+    assert row["within reference"] == pytest.approx(within_ref, abs=1e-9)
+    assert row["between"] == pytest.approx(between, abs=1e-9)
+    # constant inputs have nothing to draw: their scores agree perfectly with themselves
+    assert out.set_index("material").loc["all-ones", "within"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="reference 'DOP' is not an arm"):
+        anatomy.score_table(model, arms, "synthetic", train, 2, "DOP")
+
+
+def test_scores_at_init_are_what_masks_are_selected_from(toy):
+    from opai_lib import prune
+
+    train, _ = toy
+    model = models.get_model("tiny", train.num_classes, 0.5, seed=2)
+    batch = _snip_arms()[0].material.make(train, 5)
+    scores = prune.scores_at_init(model, "grasp", batch, seed=3)
+    by_select = prune.select(scores, 0.8, seed=3 * 1000)
+    direct = prune.prune_at_init(model, "grasp", batch, 0.8, seed=3)
+    assert all(torch.equal(by_select[n], direct[n]) for n in direct)
+    with pytest.raises(ValueError, match="allowed: rounds=1"):
+        prune.scores_at_init(model, "synflow", None, rounds=3)
+
+
+def test_yardstick_hand_example():
+    a = {"w": torch.tensor([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=torch.bool)}
+    b = {"w": torch.tensor([1, 1, 0, 0, 1, 1, 0, 0, 0, 0], dtype=torch.bool)}
+    fixed = {"w": torch.tensor([0, 0, 0, 1, 1, 1, 1, 0, 0, 0], dtype=torch.bool)}
+    found = {"images": {0: {0.6: a}, 1: {0.6: b}}}
+    out = anatomy.yardstick(found, "images", {0.6: fixed})
+    row = out.iloc[0]
+    assert row["sparsity %"] == 60.0
+    assert row["within reference"] == pytest.approx(0.5)  # a and b share 2 of 4
+    assert row["between"] == pytest.approx((1 / 4 + 2 / 4) / 2)  # fixed vs a: 1, vs b: 2
+    assert row["distance ratio"] == pytest.approx((1 - 0.375) / 0.5)

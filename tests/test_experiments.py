@@ -942,6 +942,21 @@ def test_check_effects_pair_each_check_with_its_own_mask():
     assert "check" not in E.shown(E.effects(runs, "images")).data.columns  # constant: hidden
 
 
+def test_draw_spread_against_the_seed_spread():
+    draws = runs_table([("SNIP", "DOP", 90.0, s, a) for s, a in enumerate([50, 52, 54])]
+                       + [("GraSP", "DOP", 90.0, s, a) for s, a in enumerate([40, 40])])
+    seeds = runs_table([("SNIP", "DOP", 90.0, s, a) for s, a in enumerate([50, 54, 58, 62])]
+                       + [("SNIP", "images", 90.0, 0, 10.0)])
+    out = E.draw_spread(draws, seeds).set_index("criterion")
+    assert out.loc["SNIP", "sd over draws"] == pytest.approx(2.0)
+    assert out.loc["SNIP", "sd over seeds"] == pytest.approx(np.std([50, 54, 58, 62], ddof=1))
+    assert out.loc["SNIP", "draw share"] == pytest.approx(4.0 / np.var([50, 54, 58, 62], ddof=1))
+    assert (out.loc["SNIP", "draws"], out.loc["SNIP", "seeds"]) == (3, 4)
+    # no seed runs of GraSP: no share, not an error
+    assert out.loc["GraSP", "seeds"] == 0 and math.isnan(out.loc["GraSP", "draw share"])
+    assert out.loc["GraSP", "sd over draws"] == 0.0
+
+
 def test_shown_digits():
     styled = E.shown(SUMMARY_ROWS, digits=1)
     assert styled.data["accuracy %"].tolist() == [61.3, 80.0]

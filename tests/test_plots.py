@@ -101,6 +101,27 @@ def test_glue_effects_without_verdict_with_label_and_prefix(glued):
     assert plots.glue_effects(EFFECTS.iloc[:0]) == []
 
 
+def test_glue_effects_and_intervals_with_two_label_columns(glued):
+    """Sanity-check effects name a row by material and check."""
+    rows = EFFECTS.assign(check=["shuffled", "inverted", "shuffled"])
+    keys = plots.glue_effects(rows, label=("material", "check"), prefix="check")
+    assert keys == ["check_snip_dop_shuffled_90", "check_grasp_stitching_sigma_0_5_inverted_95",
+                    "check_snip_all_ones_bn_eval_shuffled_95"]
+    ax = plots.effect_intervals(rows, label=("material", "check"))
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "SNIP | 90.0 | DOP | shuffled"
+    plt.close("all")
+
+
+def test_glue_rows_one_key_per_row(glued):
+    table = pd.DataFrame({"criterion": ["SNIP", "GraSP"], "material": ["DOP", "SynFlow"],
+                          "sparsity %": [90.0, 95.0], "ratio": [2.5, 3.0]})
+    keys = plots.glue_rows(table, ["criterion", "material", "sparsity %"], "ratio", "ratio")
+    assert keys == ["snip_dop_90_ratio", "grasp_synflow_95_ratio"]
+    assert [(k, v) for k, v, _ in glued] == [("snip_dop_90_ratio", 2.5),
+                                             ("grasp_synflow_95_ratio", 3.0)]
+    assert all(type(v) is float for _, v, _ in glued)  # plain numbers, not numpy scalars
+
+
 def test_glue_effects_gap_growth_rows(glued):
     """``gap_growth`` rows have no sparsity: the key is prefix, criterion, material."""
     rows = pd.DataFrame([("SNIP", "DOP", 4.0, 4.97, 3, [4.0, 2.0, 6.0])],
