@@ -114,7 +114,7 @@ plots.glue_number("detectable_10", verdicts.detectable_effect(sd, 10))
 # %%
 draw_runs, draw_table = experiments.record_table("material_draws", P, model_name, draws, draws,
                                                  compute=compute, workers=workers)
-spread = experiments.draw_spread(draw_table, table)
+spread = experiments.draw_spread(draw_table, table, draw_runs)
 display(experiments.shown(spread))
 plots.glue_number("material_draws", spread["draws"].min() if len(spread) else 0)
 plots.glue_rows(spread, ["criterion", "material"], "draw share", "draw_share")

@@ -45,6 +45,9 @@ permutations = 20000  # label shufflings of each test (at least anatomy.min_perm
 layer_sparsity = 0.95  # the sparsity of the per-layer heat maps
 effective_draws = 2  # draws whose effective sparsity is computed (at most draws)
 score_draws = 4  # draws of every material whose scores are rank-correlated
+second_model = "vgg16_bn"  # a second network for the within/between test
+second_draws = 10  # its draws of every material
+second_materials = ["images", "DOP", "stitching σ=0.5"]  # its materials (images first)
 check_seeds = None  # seeds of the trained sanity checks; None: 4 (smoke: 2)
 compute = True  # False: show only the trained runs already in the store, compute none
 workers = 2  # single-threaded training processes
@@ -52,6 +55,7 @@ workers = 2  # single-threaded training processes
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import display
+from myst_nb import glue
 
 from opai_lib import anatomy, experiments, plots, verdicts
 
@@ -136,6 +140,31 @@ plots.glue_rows(synflow, ["criterion", "material", "sparsity %"], "distance rati
 # At 90 % SynFlow's mask lies at a distance ratio of {glue:text}`snip_synflow_90_ratio:.2f`
 # from SNIP's image masks and {glue:text}`grasp_synflow_90_ratio:.2f` from GraSP's, against
 # DOP's {glue:text}`snip_dop_90_ratio:.2f` and {glue:text}`grasp_dop_90_ratio:.2f` above.
+
+# %% [markdown]
+# (anatomy-second)=
+# ### A second network
+#
+# One initial ResNet-20 is one network. The same test on a network of another shape,
+# {glue:text}`second_model`, with {glue:text}`second_draws:d` draws of images, DOP and
+# stitching (the materials of the paper's claims) and the same criteria, sparsities and
+# seed:
+
+# %%
+_, second, second_found = anatomy.chapter(
+    profile, second_model, second_draws, sparsities, seed, materials=second_materials,
+    permutations=permutations, glue_prefix="second")
+second_wb = anatomy.tests(second_found, "images", permutations, seed)
+display(experiments.shown(second_wb, digits=3))
+anatomy.glue_tests(second_wb, prefix="second")
+glue("second_model", second_model, display=False)
+
+# %% [markdown]
+# On {glue:text}`second_model`, {glue:text}`second_cells_moved:d` of
+# {glue:text}`second_cells:d` cells pass the test; at 90 % DOP's distance ratio is
+# {glue:text}`second_snip_dop_90_ratio:.2f` with SNIP and
+# {glue:text}`second_grasp_dop_90_ratio:.2f` with GraSP (ResNet-20:
+# {glue:text}`snip_dop_90_ratio:.2f` and {glue:text}`grasp_dop_90_ratio:.2f`).
 
 # %% [markdown]
 # (anatomy-layers)=

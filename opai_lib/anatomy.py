@@ -148,8 +148,22 @@ def material_masks(model: nn.Module, criterion: str, material: Material, dataset
     # a mask that empties a layer is measured here, not refused (``effective_table``)
     options = dataclasses.replace(options or CRITERIA.get(criterion).options_class(),
                                   on_collapse="allow")
-    return {d: prune.masks_at_init(model, criterion, material.make(data, d), sparsities, seed,
-                                   options) for d in draws}
+    out, seen = {}, []  # (batches, masks) already scored
+    for d in draws:
+        batches = material.make(data, d)
+        same = next((m for b, m in seen if _same_batches(b, batches)), None)
+        out[d] = same if same is not None else prune.masks_at_init(
+            model, criterion, batches, sparsities, seed, options)
+        if same is None:
+            seen.append((batches, out[d]))
+    return out
+
+
+def _same_batches(a, b) -> bool:
+    """Whether two materials' batches are identical (a material with nothing to draw, such
+    as constant inputs, gives the same batches at every draw, and so the same masks)."""
+    return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb)
+                                    for (xa, ya), (xb, yb) in zip(a, b, strict=True))
 
 
 def overlap_matrix(mask_list: Sequence[Mask]) -> np.ndarray:
@@ -384,15 +398,17 @@ def effective_table(found: Draws, model: nn.Module, draws: int = 3,
 
 def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: int,
             criteria: Sequence[str] = ("snip", "grasp"), layer_sparsity: float | None = None,
-            permutations: int | None = None, effective_draws: int = 1) -> tuple:
+            permutations: int | None = None, effective_draws: int = 1,
+            materials: Sequence[str] | None = None, glue_prefix: str = "") -> tuple:
     """What the first cell of the mask-anatomy chapter does: check every parameter, then
     make every criterion's masks for ``draws`` draws of every material and control
-    (``experiments.anatomy_arms``) on one initial network. Returns the profile, the model
-    and ``{criterion name: Draws}``."""
+    (``experiments.anatomy_arms``; ``materials``: only these labels, images among them)
+    on one initial network. Glues the draws under ``glue_prefix``. Returns the profile,
+    the model and ``{criterion name: Draws}``."""
     import time
 
     from opai_lib import config, experiments, study
-    from opai_lib.plots import glue_number
+    from opai_lib.plots import glue_number, slug
 
     P = config.get_profile(profile)
     draws = {"smoke": 2}.get(P.name, 20) if draws is None else draws
@@ -400,7 +416,7 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
         sparsities = {"smoke": [0.9, 0.95]}.get(P.name, [0.6, 0.8, 0.9, 0.95, 0.98])
     config.check_integer("draws", draws, 2)
     config.check_integer("seed", seed, 0)
-    glue_number("draws", draws)
+    glue_number(slug(glue_prefix, "draws"), draws)
     sparsities = config.check_sparsities("sparsities", sparsities)
     config.check_parameter(layer_sparsity is None or layer_sparsity in sparsities,
                            "layer_sparsity", layer_sparsity, f"one of sparsities {sparsities}")
@@ -408,6 +424,12 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
     config.check_parameter(effective_draws <= draws, "effective_draws", effective_draws,
                            f"at most draws ({draws})")
     arms = experiments.anatomy_arms(P)
+    labels = list(dict.fromkeys(a.label for a in arms))
+    config.check_parameter(materials is None or (
+        isinstance(materials, list | tuple) and "images" in materials
+        and all(m in labels for m in materials)), "materials", materials,
+        f"None or a list of {labels} with 'images' among them")
+    arms = [a for a in arms if materials is None or a.label in materials]
     known = sorted({a.method for a in arms})
     config.check_parameter(isinstance(criteria, list | tuple) and len(criteria) > 0
                            and all(c in known for c in criteria), "criteria", criteria,
@@ -466,21 +488,20 @@ def by_criterion(found: dict[str, Draws], table, *args, **kwargs) -> pd.DataFram
 
 
 def glue_tests(table: pd.DataFrame, labels: Sequence[str] = ("DOP", "stitching σ=0.5"),
-               alpha: float = 0.05) -> None:
-    """Glue, for the prose: the cells tested, those where the material moves the mask
-    (Holm-adjusted p < ``alpha``), for each criterion and material of ``labels`` how many
-    of its sparsities do (``<criterion>_<material>_moved`` / ``_cells``), and every row's
-    distance ratio (``<criterion>_<material>_<sparsity>_ratio``)."""
-    from opai_lib.plots import glue_number, slug
+               alpha: float = 0.05, prefix: str = "") -> None:
+    """Glue, for the prose, each key led by ``prefix``: the cells tested, those where the
+    material moves the mask (Holm-adjusted p < ``alpha``), for each criterion and material
+    of ``labels`` how many of its sparsities do (``<criterion>_<material>_moved`` /
+    ``_cells``), and every row's distance ratio (``<criterion>_<material>_<sparsity>_ratio``)."""
+    from opai_lib.plots import glue_number, glue_rows, slug
 
     moved = table["p (Holm)"] < alpha
-    glue_number("cells", len(table))
-    glue_number("cells_moved", int(moved.sum()))
+    glue_number(slug(prefix, "cells"), len(table))
+    glue_number(slug(prefix, "cells_moved"), int(moved.sum()))
     for crit in dict.fromkeys(table["criterion"]):
         for label in labels:
             rows = (table["criterion"] == crit) & (table["material"] == label)
-            glue_number(slug(crit, label, "moved"), int((moved & rows).sum()))
-            glue_number(slug(crit, label, "cells"), int(rows.sum()))
-    for _, row in table.iterrows():
-        glue_number(slug(row["criterion"], row["material"], row["sparsity %"], "ratio"),
-                    row["distance ratio"])
+            glue_number(slug(prefix, crit, label, "moved"), int((moved & rows).sum()))
+            glue_number(slug(prefix, crit, label, "cells"), int(rows.sum()))
+    glue_rows(table.assign(prefix=prefix), ["prefix", "criterion", "material", "sparsity %"],
+              "distance ratio", "ratio")

@@ -438,19 +438,24 @@ def check_effects(runs: pd.DataFrame, planned: list[Run] | None = None) -> pd.Da
     return ordered(out, CELL)
 
 
-def draw_spread(draws: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+def draw_spread(draws: pd.DataFrame, seeds: pd.DataFrame, planned: list[Run] | None = None
+                ) -> pd.DataFrame:
     """How much of the seed-to-seed spread the material's draw makes alone: per cell of
     ``draws`` (runs of ``material_draws``: one network, each seed a new draw), the standard
     deviation of accuracy over draws beside that over seeds in ``seeds`` (a chapter's runs
     of the same cells: each seed a new network *and* draw), with their counts and the
-    draw's share of the seed variance (var over draws / var over seeds)."""
+    draw's share of the seed variance (var over draws / var over seeds). With ``planned``
+    (the draws' grid), every planned cell has a row, with 0 draws where none has run."""
     def spread(runs, sd, n):
         return study.table(runs, CELL, "accuracy %")[[*CELL, "std", "count"]].rename(
             columns={"std": sd, "count": n})
 
-    out = spread(draws, "sd over draws", "draws").merge(
-        spread(seeds, "sd over seeds", "seeds"), on=CELL, how="left")
-    out["seeds"] = out["seeds"].fillna(0).astype(int)
+    out = spread(draws, "sd over draws", "draws")
+    if planned is not None:
+        out = planned_cells(planned).merge(out, on=CELL, how="left")
+    out = out.merge(spread(seeds, "sd over seeds", "seeds"), on=CELL, how="left")
+    for n in ("draws", "seeds"):
+        out[n] = pd.to_numeric(out[n]).fillna(0).astype(int)
     out["draw share"] = out["sd over draws"] ** 2 / out["sd over seeds"] ** 2
     return ordered(out, CELL)
 

@@ -689,3 +689,42 @@ def test_yardstick_hand_example():
     assert row["within reference"] == pytest.approx(0.5)  # a and b share 2 of 4
     assert row["between"] == pytest.approx((1 / 4 + 2 / 4) / 2)  # fixed vs a: 1, vs b: 2
     assert row["distance ratio"] == pytest.approx((1 - 0.375) / 0.5)
+
+
+def test_material_masks_score_a_material_with_nothing_to_draw_once(toy, monkeypatch):
+    from opai_lib import prune
+    from opai_lib.materials import Material
+
+    train, _ = toy
+    model = models.get_model("tiny", train.num_classes, 0.5, seed=0)
+    calls = []
+    real = prune.masks_at_init
+    monkeypatch.setattr(prune, "masks_at_init", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ones = anatomy.material_masks(model, "snip", Material("all_ones", per_class=2), "synthetic",
+                                  train, [0, 1, 2], [0.9])
+    assert len(calls) == 1
+    assert all(torch.equal(ones[2][0.9][n], ones[0][0.9][n]) for n in ones[0][0.9])
+    images = anatomy.material_masks(model, "snip", Material("image", per_class=2), "synthetic",
+                                    train, [0, 1, 2], [0.9])
+    assert len(calls) == 4  # images differ at every draw: scored three times
+    assert masks.overlap(images[0][0.9], images[1][0.9]) < 1.0
+
+
+def test_glue_tests_counts_and_ratios_under_a_prefix(monkeypatch):
+    import myst_nb
+    import pandas as pd
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda k, v, display: glued.__setitem__(k, v))
+    table = pd.DataFrame({"criterion": ["SNIP", "SNIP", "GraSP"],
+                          "material": ["DOP", "DOP", "random labels"],
+                          "sparsity %": [90.0, 95.0, 90.0], "distance ratio": [2.5, 1.0, 1.5],
+                          "p (Holm)": [0.001, 0.2, 0.01]})
+    anatomy.glue_tests(table, labels=("DOP",), prefix="vgg")
+    assert glued["vgg_cells"] == 3 and glued["vgg_cells_moved"] == 2
+    assert glued["vgg_snip_dop_moved"] == 1 and glued["vgg_snip_dop_cells"] == 2
+    assert glued["vgg_grasp_dop_cells"] == 0
+    assert glued["vgg_snip_dop_95_ratio"] == 1.0
+    assert glued["vgg_grasp_random_labels_90_ratio"] == 1.5
+    anatomy.glue_tests(table, labels=("DOP",))
+    assert glued["cells"] == 3 and glued["snip_dop_90_ratio"] == 2.5

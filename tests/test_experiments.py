@@ -955,6 +955,12 @@ def test_draw_spread_against_the_seed_spread():
     # no seed runs of GraSP: no share, not an error
     assert out.loc["GraSP", "seeds"] == 0 and math.isnan(out.loc["GraSP", "draw share"])
     assert out.loc["GraSP", "sd over draws"] == 0.0
+    # planned but not run: a row with no draws, NaN spread
+    planned = E.EXPERIMENTS["material_draws"].runs(CPU)
+    empty = E.draw_spread(draws.iloc[:0], seeds, planned)
+    assert len(empty) == 4 and (empty["draws"] == 0).all()
+    assert empty["draw share"].isna().all()
+    assert empty.set_index(["criterion", "material"]).loc[("SNIP", "DOP"), "seeds"] == 4
 
 
 def test_shown_digits():
