@@ -23,17 +23,22 @@ $(MATHJAX):
 	mkdir -p book/_mathjax/mathjax
 	cp -r $(VENV)/npm/node_modules/mathjax/es5/. book/_mathjax/mathjax/
 
-# Execute every notebook on profile $(PROFILE) (default: cpu), then build the HTML book.
-# Runs already in the published record (book/record/cpu) are read back, not recomputed.
+# Execute every notebook on profile $(PROFILE) (default: cpu) into book/, then build the
+# HTML book. Runs already in the published record (book/record/cpu) are read back.
 book: install
-	for nb in $(patsubst notebooks/%.py,%,$(NOTEBOOKS)); do $(MAKE) nb NB=$$nb || exit 1; done
+	for nb in $(patsubst notebooks/%.py,%,$(NOTEBOOKS)); do $(MAKE) nb NB=$$nb OUT=book || exit 1; done
 	$(MAKE) html
 
-# One notebook: `make nb NB=machinery PROFILE=smoke PARAMS="-y '{seeds: [0, 1, 2]}'"`.
+# One notebook, executed into $(OUT): `make nb NB=machinery PROFILE=smoke PARAMS="-y '{seeds:
+# [0, 1, 2]}'"`. A reader's re-run goes beside the book (runs/notebooks, git-ignored), never
+# over its pages; `make book` (OUT=book) alone writes book/.
+OUT ?= runs/notebooks
 nb: install
-	$(BIN)/jupytext --to ipynb --output book/$(NB).ipynb notebooks/$(NB).py
-	$(BIN)/papermill book/$(NB).ipynb book/$(NB).ipynb --cwd book -p profile $(PROFILE) $(PARAMS)
-	$(BIN)/python -m opai_lib fold book/$(NB).ipynb
+	mkdir -p $(OUT)
+	$(BIN)/jupytext --to ipynb --output $(OUT)/$(NB).ipynb notebooks/$(NB).py
+	$(BIN)/papermill $(OUT)/$(NB).ipynb $(OUT)/$(NB).ipynb --cwd book -p profile $(PROFILE) $(PARAMS)
+	$(BIN)/python -m opai_lib fold $(OUT)/$(NB).ipynb
+	@echo "executed: $(OUT)/$(NB).ipynb (profile $(PROFILE) $(PARAMS))"
 
 # Re-run N random records of the published record (book/record/cpu) and compare.
 verify: install
