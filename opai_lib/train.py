@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from opai_lib import masks
-from opai_lib.config import Recipe, resolve_precision
+from opai_lib.config import Recipe, check_integer, check_parameter, resolve_precision
 from opai_lib.store import atomic_write, read_torch
 
 
@@ -104,14 +105,28 @@ def load_weights(model: nn.Module, state_dict: dict) -> None:
 
 def train(model: nn.Module, train_batches, recipe: Recipe, eval_batches=None,
           checkpoint: str | Path | None = None, device=None, progress: bool | None = None,
-          seed: int = 0) -> list[dict]:
+          seed: int = 0, start_step: int = 0, stop_step: int | None = None) -> list[dict]:
     """Train ``model`` in place by ``recipe``; return one record per epoch.
 
     With ``checkpoint``, the state is saved after every epoch and a call that finds a
     checkpoint continues from it, giving the same weights as an uninterrupted run.
+    ``start_step`` and ``stop_step`` take only the optimizer steps start_step .. stop_step - 1
+    of the recipe (the batches and learning rates an uninterrupted run takes there, with a
+    fresh optimizer): how a lottery ticket rewound to step k trains on (``lottery``). Such a
+    cut run keeps no checkpoint.
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a Recipe, got {type(recipe).__name__}")
+    steps_per_epoch = len(train_batches)
+    total = recipe.epochs * steps_per_epoch
+    stop = total if stop_step is None else stop_step
+    check_integer("start_step", start_step, 0)
+    check_parameter(isinstance(stop, int) and not isinstance(stop, bool)
+                    and start_step < stop <= total, "(start_step, stop_step)",
+                    (start_step, stop_step), f"integers with 0 <= start_step < stop_step <= "
+                    f"{total}, the recipe's steps ({recipe.epochs} epochs of {steps_per_epoch})")
+    check_parameter(checkpoint is None or (start_step, stop) == (0, total), "checkpoint",
+                    checkpoint, "None when start_step or stop_step cut the run")
     device = torch.device(device) if device else default_device()
     progress = show_progress() if progress is None else progress
     torch.manual_seed(seed)
@@ -119,13 +134,12 @@ def train(model: nn.Module, train_batches, recipe: Recipe, eval_batches=None,
     net = nn.parallel.DistributedDataParallel(model) if _distributed() else model
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
-    steps_per_epoch = len(train_batches)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: recipe.lr_factor(step / steps_per_epoch))
+        opt, lambda step: recipe.lr_factor((start_step + step) / steps_per_epoch))
     precision = resolve_precision(recipe.precision, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-    history, start = [], 0
+    history, start = [], start_step // steps_per_epoch
     # a damaged checkpoint is moved aside with a warning, and training starts over
     state = read_torch(checkpoint, map_location=device) if checkpoint else None
     if state is not None:
@@ -139,12 +153,17 @@ def train(model: nn.Module, train_batches, recipe: Recipe, eval_batches=None,
 
     rank0 = not _distributed() or dist.get_rank() == 0
     for epoch in range(start, recipe.epochs):
+        first = epoch * steps_per_epoch
+        if first >= stop:
+            break
         for obj in (train_batches, getattr(train_batches, "sampler", None)):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
         net.train()
         t0, loss_sum, correct, count = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(train_batches, desc=f"epoch {epoch + 1}/{recipe.epochs}",
+        steps = range(max(start_step, first) - first, min(stop, first + steps_per_epoch) - first)
+        bar = tqdm(itertools.islice(train_batches, steps.start, steps.stop), total=len(steps),
+                   desc=f"epoch {epoch + 1}/{recipe.epochs}",
                    disable=not (progress and rank0), leave=False)
         for x, y in bar:
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
