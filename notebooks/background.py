@@ -24,10 +24,13 @@
 #   question this book studies.
 
 # %% tags=["parameters"]
-profile = "cpu"
-fractions = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-retrain_sparsity = 0.9
-eval_per_class = None  # test images per class; None: 250 (20 on the smoke profile)
+from typing import Optional
+
+profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
+fractions: list[float] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
+                          0.9]  # fractions of filters removed per block, each in (0, 1)
+retrain_sparsity: float = 0.9  # sparsity of the magnitude mask that is retrained, in (0, 1)
+eval_per_class: Optional[int] = None  # test images per class; None: 250 (smoke: 20)
 
 # %%
 import copy
@@ -36,20 +39,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from opai_lib import config, data, filters, masks, models, prune, study
+from opai_lib import config, data, filters, masks, models, parameters, prune, study
 from opai_lib.config import Recipe
 from opai_lib.train import evaluate, train
 
+parameters.check(globals())
 P = config.get_profile(profile)
 if eval_per_class is None:
     eval_per_class = 20 if P.name == "smoke" else 250
-config.check_parameter(isinstance(fractions, list) and all(
-    isinstance(f, float) and 0 < f < 1 for f in fractions), "fractions", fractions,
-    "a list of floats in (0, 1)")
-config.check_parameter(isinstance(retrain_sparsity, float) and 0 < retrain_sparsity < 1,
-                       "retrain_sparsity", retrain_sparsity, "a float in (0, 1)")
-config.check_parameter(isinstance(eval_per_class, int) and 1 <= eval_per_class <= 1000,
-                       "eval_per_class", eval_per_class, "None or an integer in 1..1000")
+config.check_parameter(all(0 < f < 1 for f in fractions), "fractions", fractions,
+                       "a list of numbers in (0, 1)")
+config.check_parameter(0 < retrain_sparsity < 1, "retrain_sparsity", retrain_sparsity,
+                       "a number in (0, 1)")
+config.check_parameter(1 <= eval_per_class <= 1000, "eval_per_class", eval_per_class,
+                       "None or an integer in 1..1000")
 
 # The pretrained network is a CIFAR-10 classifier, so this page reads CIFAR-10 on any profile.
 train_set, test_set = study.run_data("cifar10", 20 if P.name == "smoke" else P.train_per_class,

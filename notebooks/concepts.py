@@ -29,10 +29,12 @@
 # The library code is `opai_lib.concepts` (ACE, TCAV, tests) and `opai_lib.materials`.
 
 # %% tags=["parameters"]
-profile = "cpu"
-shown_classes = None  # classes drawn; None: the profile's choice
-stability_classes = None  # classes rediscovered on a disjoint image set; None: same as shown
-seed = 0
+from typing import Optional
+
+profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
+shown_classes: Optional[list[int]] = None  # classes drawn; None: the profile's choice
+stability_classes: Optional[list[int]] = None  # rediscovered on disjoint images; None: shown
+seed: int = 0  # concept discovery's images and segments, and the materials
 
 # %%
 import dataclasses
@@ -44,9 +46,10 @@ import pandas as pd
 import torch
 
 from opai_lib import concepts as C
-from opai_lib import config, data, materials, plots, study
+from opai_lib import config, data, materials, parameters, plots, study
 from opai_lib.train import evaluate
 
+parameters.check(globals())
 P = config.get_profile(profile)
 shown = list(shown_classes or ((0, 1) if P.dataset == "synthetic" else (0, 1, 3, 7)))
 stable = list(stability_classes or shown)

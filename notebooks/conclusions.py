@@ -23,25 +23,29 @@
 # criterion fed images, paired by seed) with the paper's effects, and their signs, never
 # accuracies.
 #
-# This page computes nothing: it reads the runs of the three experiment chapters from the
-# record and judges each of the paper's claims by one rule (`verdicts.verdict`):
+# This page computes nothing: it reads the runs of the experiment chapters from the record
+# and judges each claim of the two papers by one rule (`verdicts.verdict`):
 # *supported* when our 95 % interval excludes zero on the paper's side, *contradicted* when
 # it excludes zero on the other side, *smaller than 2 points* when it lies within two points
 # of zero, *unresolved* otherwise. Each row gives its number of paired seeds.
 
 # %% tags=["parameters"]
-profile = "cpu"
-model_name = "resnet20"
+profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
+model_name: str = "resnet20"  # the network: a name of models.MODELS
 
 # %%
+import pandas as pd
 from IPython.display import display
 
-from opai_lib import config, experiments, plots, verdicts
+from opai_lib import config, experiments, parameters, plots, verdicts
+from opai_lib import expander_study as es
 
+parameters.check(globals())
 P = config.get_profile(profile)
 tables = {name: experiments.record_table(name, P, model_name)[1]
           for name in ("dop_sparsity", "ablations", "super_stitching")}
-judged = verdicts.claims(tables)
+judged = pd.concat([verdicts.claims(tables), es.claims(es.record_table(profile))],
+                   ignore_index=True)
 display(experiments.shown(judged))
 for outcome in verdicts.VERDICTS:
     plots.glue_number(plots.slug("verdicts", outcome), (judged["verdict"] == outcome).sum())
@@ -88,37 +92,20 @@ plots.glue_number("verdict_max_n", judged["count"].max())
 # %% [markdown]
 # ## Data-free masks from expanders
 #
-# At equal weight counts, the generators of Stewart et al. {cite}`stewart2023expanders` were
-# trained on VGG-16-BN (width {glue:text}`expander_masks.ipynb::vgg_width:.3g`) at the paper's
-# four densities ({doc}`expander_masks`, {glue:text}`expander_masks.ipynb::seed_count:d`
-# seed per cell). At the paper's {glue:text}`expander_masks.ipynb::vgg_30_pp:.2f` % density
-# RReg reached {glue:text}`expander_masks.ipynb::vgg_30_rreg:.1f` % and Random
-# {glue:text}`expander_masks.ipynb::vgg_30_random:.1f` %; at
-# {glue:text}`expander_masks.ipynb::vgg_15_pp:.2f` %
-# RReg {glue:text}`expander_masks.ipynb::vgg_15_rreg:.1f` % and Random
-# {glue:text}`expander_masks.ipynb::vgg_15_random:.1f` %; at
-# {glue:text}`expander_masks.ipynb::vgg_60_pp:.2f` % the three were at
-# {glue:text}`expander_masks.ipynb::vgg_60_random:.1f` % (Random),
-# {glue:text}`expander_masks.ipynb::vgg_60_xnet:.1f` % (X-Net) and
-# {glue:text}`expander_masks.ipynb::vgg_60_rreg:.1f` % (RReg); at
-# {glue:text}`expander_masks.ipynb::vgg_3_pp:.2f` % they reached
-# {glue:text}`expander_masks.ipynb::vgg_3_random:.1f`,
-# {glue:text}`expander_masks.ipynb::vgg_3_xnet:.1f` and
-# {glue:text}`expander_masks.ipynb::vgg_3_rreg:.1f` % (chance is
-# {glue:text}`expander_masks.ipynb::chance:.0f` %). The dense network reached
-# {glue:text}`expander_masks.ipynb::vgg_dense:.1f` %. On CIFAR ResNets at the density of degree 3,
-# RReg led Random in {glue:text}`expander_masks.ipynb::resnet_rreg_wins:d` of
-# {glue:text}`expander_masks.ipynb::resnet_depth_count:d` depths, by at most
-# {glue:text}`expander_masks.ipynb::resnet_rreg_gain_max:.1f` points. With one seed per cell,
-# a gap of a point or two is within run-to-run noise; a network left at chance is not. Over the
-# {glue:text}`expander_masks.ipynb::rho_runs:d` sparse VGG runs, the Spearman correlation of
-# accuracy with sampled expansion is {glue:text}`expander_masks.ipynb::rho_all:+.2f` across
-# densities (where both grow with density) and {glue:text}`expander_masks.ipynb::rho_within:+.2f`
-# within a density; no interval was computed for either, and with three generators per
-# density the second is suggestive, not a finding. The paper's parameter percentages were
-# reproduced to within {glue:text}`expander_masks.ipynb::pp_gap:.2f` points from the degree
-# convention of its code. Among the
-# layers of the deepest CIFAR ResNet trained whose outputs are its narrowest, RReg turned
+# - **C4, expander masks** (Stewart et al. {cite}`stewart2023expanders`): RReg above
+#   Random at low degree, accuracy rising with expansion, and a deep sparse network above a
+#   shallow dense one of the same size. The rows marked C4 in the table above come from
+#   {doc}`expander_masks`: VGG-16-BN at width
+#   {glue:text}`expander_masks.ipynb::vgg_width:.3g` and CIFAR ResNets, every generator
+#   keeping exactly as many weights as X-Net does at the cell's degree, VGG's first
+#   convolution dense ({ref}`expander-degrees` says why),
+#   {glue:text}`expander_masks.ipynb::seeds:d` seeds per cell paired by initial network.
+#
+# The paper's parameter percentages were reproduced to within
+# {glue:text}`expander_masks.ipynb::pp_gap:.2f` points from the degree convention of its
+# code, which gives RReg more weights than Random and X-Net at the same degree; the trained
+# comparisons here hold the count equal. Among the layers of the deepest CIFAR ResNet trained
+# whose outputs are its narrowest, RReg turned
 # {glue:text}`expander_masks.ipynb::narrow_matchings:d` of its
 # {glue:text}`expander_masks.ipynb::narrow_layers:d` layers into perfect matchings that mix no
 # channels, a failure the sampled expansion cannot see.
@@ -129,7 +116,7 @@ plots.glue_number("verdict_max_n", judged["count"].max())
 # - The experiment chapters' record is being computed across sessions; the table above
 #   says how many seeds each cell has so far, and `unresolved` is the honest verdict for a
 #   cell with too few.
-# - {glue:text}`expander_masks.ipynb::seed_count:d` seed per expander cell and
+# - {glue:text}`expander_masks.ipynb::seeds:d` seeds per expander cell and
 #   {glue:text}`machinery.ipynb::seed_count:d` in the machinery chapter: differences of a point
 #   or two are not resolved, and the intervals printed on each page say so.
 # - Short schedules on a subset of CIFAR-10, in JPEG: rankings at the full 160-epoch recipe

@@ -40,10 +40,10 @@
 # - **Random** rewards nothing: it keeps the same 10 % of every layer.
 
 # %% tags=["parameters"]
-profile = "cpu"
-model_name = "resnet20"
-sparsity = 0.9
-seed = 0
+profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
+model_name: str = "resnet20"  # the network: a name of models.MODELS
+sparsity: float = 0.9  # the sparsity every criterion's mask is selected at, in [0, 1)
+seed: int = 0  # the initial network and the material's images
 
 # %%
 import time
@@ -52,13 +52,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from opai_lib import config, criteria, data, models, plots, prune
+from opai_lib import config, criteria, data, models, parameters, plots, prune
 
+parameters.check(globals())
 P = config.get_profile(profile)
 names = criteria.CRITERIA.names()
 models.MODELS.get(model_name)
-if not (isinstance(sparsity, float) and 0 <= sparsity < 1):
-    raise ValueError(f"sparsity must be a float in [0, 1), got {sparsity!r}")
+config.check_parameter(0 <= sparsity < 1, "sparsity", sparsity, "a number in [0, 1)")
 plots.setup_style()
 
 # %% [markdown]

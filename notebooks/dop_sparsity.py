@@ -34,22 +34,25 @@
 #   without which no comparison of materials can be read as the paper's.
 
 # %% tags=["parameters"]
-profile = "cpu"
-model_name = "resnet20"
-seeds = None  # seeds of every cell (0, 1, ..., seeds - 1, paired); None: 3 (smoke: 1)
-decisive_seeds = None  # seeds of DOP and images at 90 and 95 %; None: 6 (smoke: 2)
-sparsities = None  # None: the paper's 60, 80, 90 and 95 %
-budget_seeds = 3  # seeds of the epoch-budget check (1, 2 and 4 times the profile's epochs)
-draws = None  # draws of the material on one initial network; None: 6 (smoke: 2)
-compute = True  # False: show only the runs already in the store, compute none
-workers = 2  # single-threaded training processes
+from typing import Optional
+
+profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
+model_name: str = "resnet20"  # the network: a name of models.MODELS
+seeds: Optional[int] = None  # seeds of every cell (0 to seeds - 1, paired); None: 3 (smoke: 1)
+decisive_seeds: Optional[int] = None  # seeds of DOP, images at 90, 95 %; None: 6 (smoke: 2)
+sparsities: Optional[list[float]] = None  # the grid; None: the paper's 60, 80, 90 and 95 %
+budget_seeds: int = 3  # seeds of the epoch-budget check (1, 2 and 4 times the profile's epochs)
+draws: Optional[int] = None  # draws of the material on one initial network; None: 6 (smoke: 2)
+compute: bool = True  # False: show only the runs already in the store, compute none
+workers: int = 2  # single-threaded training processes
 
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from opai_lib import config, experiments, plots, verdicts
+from opai_lib import config, experiments, parameters, plots, verdicts
 
+parameters.check(globals())
 plots.setup_style()
 config.check_integer("budget_seeds", budget_seeds, 1)
 P, runs, table = experiments.chapter("dop_sparsity", profile, model_name, seeds, decisive_seeds,

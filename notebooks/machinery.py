@@ -21,10 +21,12 @@
 #   weights stay pruned while the network learns.
 
 # %% tags=["parameters"]
-profile = "cpu"
-model_name = "resnet20"
-sparsity = 0.9
-seeds = None  # None: the profile's seeds
+from typing import Optional
+
+profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
+model_name: str = "resnet20"  # the network: a name of models.MODELS
+sparsity: float = 0.9  # the random mask's sparsity, in [0, 1)
+seeds: Optional[list[int]] = None  # seeds of the dense and random runs; None: the profile's
 
 # %%
 import time
@@ -33,9 +35,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from opai_lib import config, data, models, plots, study
+from opai_lib import config, data, models, parameters, plots, study
 from opai_lib.train import evaluate
 
+parameters.check(globals())
 P = config.get_profile(profile, **({} if seeds is None else {"seeds": tuple(seeds)}))
 # The runs of this page, built first: a bad parameter fails here, before any compute.
 grid = [study.config_from_profile(P, model=model_name, seed=s, method=m, sparsity=sp)

@@ -36,29 +36,32 @@
 # is seen for what it is.
 
 # %% tags=["parameters"]
-profile = "cpu"
-model_name = "resnet20"
-draws = None  # independent draws of every material; None: 20 (smoke: 2)
-sparsities = None  # None: 60, 80, 90, 95 and 98 % (smoke: 90 and 95 %)
-seed = 0  # the initial network and the criteria's own randomness
-permutations = 20000  # label shufflings of each test (at least anatomy.min_permutations)
-layer_sparsity = 0.95  # the sparsity of the per-layer heat maps
-effective_draws = 2  # draws whose effective sparsity is computed (at most draws)
-score_draws = 4  # draws of every material whose scores are rank-correlated
-second_model = "vgg16_bn"  # a second network for the within/between test
-second_draws = 10  # its draws of every material
-second_materials = ["images", "DOP", "stitching σ=0.5"]  # its materials (images first)
-check_seeds = None  # seeds of the trained sanity checks; None: 4 (smoke: 2)
-compute = True  # False: show only the trained runs already in the store, compute none
-workers = 2  # single-threaded training processes
+from typing import Optional
+
+profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
+model_name: str = "resnet20"  # the network: a name of models.MODELS
+draws: Optional[int] = None  # independent draws of every material; None: 20 (smoke: 2)
+sparsities: Optional[list[float]] = None  # None: 60, 80, 90, 95 and 98 % (smoke: 90 and 95 %)
+seed: int = 0  # the initial network and the criteria's own randomness
+permutations: int = 20000  # label shufflings of each test (at least anatomy.min_permutations)
+layer_sparsity: float = 0.95  # the sparsity of the per-layer heat maps
+effective_draws: int = 2  # draws whose effective sparsity is computed (at most draws)
+score_draws: int = 4  # draws of every material whose scores are rank-correlated
+second_model: str = "vgg16_bn"  # a second network for the within/between test
+second_draws: int = 10  # its draws of every material
+second_materials: list[str] = ["images", "DOP", "stitching σ=0.5"]  # its materials, images first
+check_seeds: Optional[int] = None  # seeds of the trained sanity checks; None: 4 (smoke: 2)
+compute: bool = True  # False: show only the trained runs already in the store, compute none
+workers: int = 2  # single-threaded training processes
 
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import display
 from myst_nb import glue
 
-from opai_lib import anatomy, experiments, plots, verdicts
+from opai_lib import anatomy, experiments, parameters, plots, verdicts
 
+parameters.check(globals())
 plots.setup_style()
 P, model, found = anatomy.chapter(profile, model_name, draws, sparsities, seed,
                                   layer_sparsity=layer_sparsity, permutations=permutations,

@@ -28,19 +28,22 @@
 # stitching against images at 95 %.
 
 # %% tags=["parameters"]
-profile = "cpu"
-model_name = "resnet20"
-seeds = None  # seeds of every cell (0, 1, ..., seeds - 1, paired); None: 3 (smoke: 1)
-decisive_seeds = None  # seeds of stitching and images at 95 %; None: 6 (smoke: 2)
-sparsities = None  # None: 90 and 95 %, where Table 2 compares with the state of the art
-compute = True  # False: show only the runs already in the store, compute none
-workers = 2  # single-threaded training processes
+from typing import Optional
+
+profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
+model_name: str = "resnet20"  # the network: a name of models.MODELS
+seeds: Optional[int] = None  # seeds of every cell (0 to seeds - 1, paired); None: 3 (smoke: 1)
+decisive_seeds: Optional[int] = None  # seeds of stitching, images at 95 %; None: 6 (smoke: 2)
+sparsities: Optional[list[float]] = None  # the grid; None: 90 and 95 %, Table 2's
+compute: bool = True  # False: show only the runs already in the store, compute none
+workers: int = 2  # single-threaded training processes
 
 # %%
 from IPython.display import display
 
-from opai_lib import experiments, plots, verdicts
+from opai_lib import experiments, parameters, plots, verdicts
 
+parameters.check(globals())
 plots.setup_style()
 P, runs, table = experiments.chapter("super_stitching", profile, model_name, seeds,
                                decisive_seeds, sparsities, compute, workers)

@@ -1,10 +1,12 @@
-"""Command line: ``python -m opai_lib sweep|fold|verify|compare``.
+"""Command line: ``python -m opai_lib sweep|fold|verify|compare|params``.
 
 ``sweep EXPERIMENT`` computes the runs of one chapter's grid (``opai_lib.experiments``) into
 the profile's store, decisive cells first; ``--shard I/N`` takes every N-th run from the
 I-th, so N machines sharing the store (or not) split a chapter. ``fold`` folds papermill's
 injected-parameters cell of executed notebooks (``opai_lib.pages``). ``verify`` and
-``compare`` check the published record (``opai_lib.record``).
+``compare`` check the published record (``opai_lib.record``). ``params`` prints every
+notebook parameter as a Markdown table (``opai_lib.parameters``), or writes it into
+``book/reproduce.md``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
-from opai_lib import config, experiments, pages, record, study, verdicts
+from opai_lib import config, expander_study, experiments, pages, parameters, record, study, verdicts
 
 
 def _print(rows: list[dict]) -> None:
@@ -34,30 +37,60 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def sweep(args) -> int:
-    """Run (or, with --list, list) the missing runs of one experiment's grid."""
-    profile = config.get_profile(args.profile)
+def _experiment_runs(args, profile, store) -> list[tuple[study.RunConfig, str]]:
+    """The runs of an ``experiments.EXPERIMENTS`` grid as the options select them, each
+    with the line ``--list`` prints."""
     exp = experiments.get_experiment(args.experiment)
     seeds, decisive = experiments.seed_counts(profile.name, args.seeds, args.decisive_seeds,
                                               exp.seeds)
     runs = exp.runs(profile, args.model, seeds, decisive)
-    store = args.store or study.store_dir(profile.name)
     if args.extend:  # one more seed for each decisive cell still unresolved
         table = experiments.record_table(args.experiment, profile, args.model, seeds,
                                          decisive, store=store)[1]
         runs = verdicts.extension(args.experiment, profile, table, args.model, args.most)
-    runs = [r for r in runs if r.decisive or not args.decisive_only][args.shard[0]::args.shard[1]]
-    missing = [r for r, rec in zip(runs, study.finished([r.config for r in runs], store),
-                                   strict=True) if rec is None]
+    runs = [r for r in runs if r.decisive or not args.decisive_only]
+    return [(r.config, f"{r.arm.criterion} {r.arm.label}"
+             f"{'' if r.arm.check is None else f' ({r.arm.check_name})'} s={r.sparsity:g} "
+             f"seed {r.seed}{'  (decisive)' if r.decisive else ''}") for r in runs]
+
+
+def _expander_runs(args, profile, store) -> list[tuple[study.RunConfig, str]]:
+    """The expander chapter's runs (``expander_study.configs``; --seeds counts them)."""
+    return [(c, f"{c.model} width {c.width:g} {c.method} density {1 - c.sparsity:.4f} "
+             f"seed {c.seed}") for c in expander_study.configs(profile.name, args.seeds)]
+
+
+# Grids a sweep can run: the experiments, and the chapters whose grid is built elsewhere.
+GRIDS = {**dict.fromkeys(experiments.EXPERIMENTS, _experiment_runs),
+         "expanders": _expander_runs}
+
+
+def sweep(args) -> int:
+    """Run (or, with --list, list) the missing runs of one grid."""
+    profile = config.get_profile(args.profile)
+    store = args.store or study.store_dir(profile.name)
+    runs = GRIDS[args.experiment](args, profile, store)[args.shard[0]::args.shard[1]]
+    missing = [(c, line) for (c, line), rec in zip(
+        runs, study.finished([c for c, _ in runs], store), strict=True) if rec is None]
     print(f"{args.experiment} on profile {profile.name}: {len(runs)} runs, {len(missing)} "
           f"missing, store {store}", flush=True)
-    for r in missing if args.list else []:
-        check = "" if r.arm.check is None else f" ({r.arm.check_name})"
-        print(f"  {r.config.key()}  {r.arm.criterion} {r.arm.label}{check} s={r.sparsity:g} "
-              f"seed {r.seed}{'  (decisive)' if r.decisive else ''}")
+    for c, line in missing if args.list else []:
+        print(f"  {c.key()}  {line}")
     if not args.list and missing:
-        study.sweep([r.config for r in missing], store, workers=args.workers)
+        study.sweep([c for c, _ in missing], store, workers=args.workers)
         print("done", flush=True)
+    return 0
+
+
+def params(args) -> int:
+    """Print every notebook parameter as a Markdown table, or write it into a file's
+    generated block."""
+    table = parameters.table()
+    if args.write is None:
+        print(table, end="")
+    else:
+        path = Path(args.write)
+        path.write_text(parameters.with_table(path.read_text(), table))
     return 0
 
 
@@ -65,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m opai_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("sweep", help="compute the runs of one experiment's grid")
-    w.add_argument("experiment", choices=sorted(experiments.EXPERIMENTS))
+    w.add_argument("experiment", choices=sorted(GRIDS))
     w.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
     w.add_argument("--model", default="resnet20")
     w.add_argument("--seeds", type=int, default=None,
@@ -92,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="a recomputed store against the published record")
     c.add_argument("fresh", help="folder of the recomputed records")
     c.add_argument("--published", default=str(study.RECORD_DIR / "cpu"))
+    p = sub.add_parser("params", help="every notebook parameter as a Markdown table")
+    p.add_argument("--write", metavar="FILE", default=None,
+                   help="replace the generated table in FILE (book/reproduce.md), print nothing")
     args = parser.parse_args(argv)
     if args.command == "sweep":
         return sweep(args)
+    if args.command == "params":
+        return params(args)
     if args.command == "fold":
         for path in args.notebooks:
             pages.fold_injected_parameters(path)

@@ -20,12 +20,16 @@ def param(default, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
-def _is(value, kind) -> bool:
-    """isinstance for a field annotation: int, float (an int is a fine float), bool, str,
-    tuple, a class, or a union of them (``str | None``); a bool is never an int or float."""
+def matches(value, kind) -> bool:
+    """isinstance for an annotation: int, float (an int is a fine float), bool, str, tuple,
+    a class, ``list[X]`` (a list or tuple of X: YAML and papermill give lists, Python code
+    often tuples), or a union of them (``str | None``); a bool is never an int or float."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
-        return any(_is(value, k) for k in typing.get_args(kind))
+        return any(matches(value, k) for k in typing.get_args(kind))
+    if origin is list:
+        return isinstance(value, list | tuple) and all(
+            matches(v, typing.get_args(kind)[0]) for v in value)
     kind = origin or kind
     if kind is type(None):
         return value is None
@@ -39,7 +43,7 @@ def check_types(obj) -> None:
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value, kind = getattr(obj, f.name), hints[f.name]
-        if not _is(value, kind):
+        if not matches(value, kind):
             raise ValueError(f"{type(obj).__name__}.{f.name} must be of type "
                              f"{getattr(kind, '__name__', kind)}, got {value!r}")
         choices = f.metadata.get("choices")

@@ -536,6 +536,15 @@ def test_cli_list(tmp_path, capsys, grids, no_compute):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{done}.json", f"{done}.npz"]
 
 
+def test_cli_lists_the_expander_chapters_grid(tmp_path, capsys, no_compute):
+    from opai_lib import expander_study
+
+    assert cli.main(["sweep", "expanders", "--list", "--seeds", "2", "--profile", "smoke",
+                     "--store", str(tmp_path)]) == 0
+    want = [c.key() for c in expander_study.configs("smoke", 2)]
+    assert listed(capsys.readouterr().out) == want and len(set(want)) == len(want)
+
+
 def test_cli_shard(tmp_path, capsys, grids, no_compute):
     runs = grids["dop_sparsity"]
     assert cli.main(["sweep", "dop_sparsity", "--list", "--shard", "1/3",

@@ -44,11 +44,12 @@ def test_notebook_runs_on_the_smoke_profile(source, smoke_book):
 @pytest.mark.slow
 def test_bad_notebook_parameter_fails_before_compute(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError,
-                       match="RunConfig.sparsity must be of type float"):
+                       match="sparsity = '0.9'; allowed: float"):
         execute(ROOT / "notebooks" / "machinery.py", tmp_path, sparsity="0.9")
     with pytest.raises(papermill.PapermillExecutionError, match="unknown profile 'gpu'"):
         execute(ROOT / "notebooks" / "machinery.py", tmp_path, profile="gpu")
-    with pytest.raises(papermill.PapermillExecutionError, match="Profile.seeds"):
+    with pytest.raises(papermill.PapermillExecutionError,
+                       match=r"seeds = \[1.5\]; allowed: None or a list of int"):
         execute(ROOT / "notebooks" / "machinery.py", tmp_path, seeds=[1.5])
 
 
