@@ -13,20 +13,27 @@ As Li et al. do for ResNets, only the first convolution of each residual block i
 its output feeds nothing but the block's second convolution, while the block outputs are
 tied together by the identity shortcuts. In a VGG every convolution but the last feeds the
 next one and is pruned.
+
+``same_size_networks`` sets the smaller network beside an unstructured mask keeping as many
+weights, and ``time_inference`` measures what each costs on the CPU (interleaved repeats,
+medians): what ``benchmarks/filter_speedup.py`` prints and the filter-pruning chapter shows.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
+import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from opai_lib import after_training, masks
 from opai_lib.config import check_integer
 from opai_lib.masks import Mask, get_mask
-from opai_lib.models import BasicBlock, CifarVGG, io_sizes
+from opai_lib.models import BasicBlock, CifarVGG, io_sizes, prunable
 
 
 class Pair(NamedTuple):
@@ -172,3 +179,61 @@ def multiply_adds(model: nn.Module, image_size: int = 32) -> int:
     net(torch.zeros(1, io_sizes(net)[0] or 3, image_size, image_size, dtype=param.dtype,
                     device=param.device))
     return sum(counts)
+
+
+def kept_weights(model: nn.Module) -> int:
+    """Prunable weights (``models.prunable``) that no attached mask removes."""
+    pruned = sum(int((~m).sum()) for m in get_mask(model).values())
+    return sum(p.numel() for p in prunable(model).values()) - pruned
+
+
+def same_size_networks(model: nn.Module, fraction: float) -> dict[str, nn.Module]:
+    """Two copies of ``model`` that keep the same number of prunable weights: the physically
+    smaller network without ``fraction`` of every producer's filters (``l1_filters``), and
+    ``model`` under a global magnitude mask removing exactly as many prunable weights
+    (unstructured: its kernels stay dense and still multiply the zeros)."""
+    keep = l1_filters(model, fraction)
+    small = remove_filters(model, keep)
+    unstructured = copy.deepcopy(model)
+    removed = 1 - kept_weights(small) / kept_weights(model)
+    masks.apply_mask(unstructured, after_training.magnitude_mask(unstructured, removed))
+    return {"unstructured mask": unstructured, "filter-pruned (smaller)": small}
+
+
+@torch.no_grad()
+def time_inference(nets: Mapping[str, nn.Module], batch: int = 256, repeats: int = 30,
+                   threads: int = 1, image_size: int = 32, seed: int = 0) -> dict[str, float]:
+    """Median seconds of one forward pass of a batch of ``batch`` random images through
+    each of ``nets`` on the CPU (eval mode, no gradients, channels-last, ``threads`` torch
+    threads, restored afterwards).
+
+    Every network runs once first (oneDNN builds its kernels then); the networks are then
+    timed in turn within each of ``repeats`` repeats, so a change of load on the machine
+    falls on all of them alike, and the median of each network's repeats is returned.
+    """
+    for name, value, low in (("batch", batch, 1), ("repeats", repeats, 1),
+                             ("threads", threads, 1), ("image_size", image_size, 1)):
+        check_integer(name, value, low)
+    if not nets:
+        raise ValueError("nets must name at least one network to time")
+    nets = {label: copy.deepcopy(net).to(device="cpu", memory_format=torch.channels_last)
+            .eval() for label, net in nets.items()}
+    channels = io_sizes(next(iter(nets.values())))[0] or 3
+    x = torch.randn(batch, channels, image_size, image_size,
+                    generator=torch.Generator().manual_seed(seed))
+    x = x.contiguous(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for net in nets.values():
+                net(x)
+            times: dict[str, list[float]] = {label: [] for label in nets}
+            for _ in range(repeats):
+                for label, net in nets.items():
+                    start = time.perf_counter()
+                    net(x)
+                    times[label].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return {label: statistics.median(t) for label, t in times.items()}

@@ -193,3 +193,108 @@ def layer_maps(density: pd.DataFrame, overlap: pd.DataFrame, title: str):
             title=f"{title}: overlap with the reference's masks")
     plt.tight_layout()
     return axes
+
+
+# ---------------------------------------------------------------------------------------
+# The teaching chapters (``lessons``).
+
+
+def glue_text(key: str, text: str) -> str:
+    """Glue a word or phrase under ``key`` for the prose (``{glue:text}`key```)."""
+    from myst_nb import glue
+
+    glue(key, str(text), display=False)
+    return str(text)
+
+
+def glue_all(values: dict) -> dict:
+    """Glue every entry of ``values`` under its key: numbers by ``glue_number``, anything
+    else as text (``glue_text``); returns ``values``."""
+    for key, value in values.items():
+        if isinstance(value, int | float | np.integer | np.floating) and \
+                not isinstance(value, bool):
+            glue_number(key, value)
+        else:
+            glue_text(key, value)
+    return values
+
+
+def comparison(a: float, b: float, tolerance: float = 0.0) -> str:
+    """How ``a`` compares with ``b``, in words for the prose: 'above', 'below', or 'level
+    with' when they differ by ``tolerance`` or less."""
+    if abs(a - b) <= tolerance:
+        return "level with"
+    return "above" if a > b else "below"
+
+
+def glue_comparison(key: str, a: float, b: float, tolerance: float = 0.0) -> str:
+    """Glue ``comparison(a, b, tolerance)`` under ``key``."""
+    return glue_text(key, comparison(a, b, tolerance))
+
+
+def accuracy_lines(table: pd.DataFrame, x: str, y: str, hue: str,
+                   references: dict[str, float] | None = None, ax=None,
+                   xlabel: str | None = None, ylabel: str | None = None):
+    """Column ``y`` against ``x``, one line with markers per value of ``hue`` (in order of
+    appearance); ``references``: dashed horizontal lines, e.g. ``{"dense": 91.2}``."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 3.6))
+    for i, (label, g) in enumerate(table.groupby(hue, sort=False)):
+        g = g.sort_values(x)
+        ax.plot(g[x], g[y], marker="os^vDP"[i % 6], label=label)
+    for i, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color="0.4", ls=("--", ":", "-.")[i % 3], lw=1, label=label)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
+    return ax
+
+
+def pruning_trace(steps: pd.DataFrame, ax=None):
+    """Test accuracy through each pruning schedule (``lessons.steps_table`` rows): at the
+    retraining epochs done before a step, a drop from the accuracy before pruning to the
+    accuracy right after it (the step's instability), then a dotted line to the accuracy
+    after that step's retraining. One colour per schedule."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 3.6))
+    groups = list(steps.groupby("schedule", sort=False))
+    for colour, (label, g) in zip(sns.color_palette(n_colors=max(1, len(groups))), groups,
+                                  strict=False):
+        for i, (_, row) in enumerate(g.sort_values("step").iterrows()):
+            x0 = row["epochs before"]
+            ax.plot([x0, x0], [row["before %"], row["pruned %"]], color=colour, lw=2,
+                    label=label if i == 0 else None)
+            ax.plot([x0, x0 + row["epochs per step"]], [row["pruned %"], row["retrained %"]],
+                    color=colour, ls=":", marker="o", markersize=4)
+    ax.set_xlabel("retraining epochs done")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=3, frameon=False, fontsize=8)
+    return ax
+
+
+def stability_scatter(table: pd.DataFrame, ax=None):
+    """Bartoldson et al.'s axes: each schedule's mean pruning instability against its
+    final test accuracy (``lessons.retraining_table`` rows), labelled by schedule."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.6))
+    ax.scatter(table["mean instability"], table["after retraining %"], s=40, zorder=3)
+    for row in table.itertuples(index=False):
+        ax.annotate(row.schedule, (row[table.columns.get_loc("mean instability")],
+                                   row[table.columns.get_loc("after retraining %")]),
+                    xytext=(5, 3), textcoords="offset points", fontsize=8)
+    ax.set_xlabel("mean pruning instability")
+    ax.set_ylabel("final test accuracy (%)")
+    return ax
+
+
+def speedup_bars(table: pd.DataFrame, ax=None):
+    """CPU inference speed-up over the dense network (``lessons.filter_table`` rows), one
+    group of bars per fraction of filters removed, one bar per pruned network; a line at 1."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.0, 3.4))
+    pruned = table[table["network"] != "dense"]
+    sns.barplot(pruned, x="filters removed %", y="speed-up", hue="network", ax=ax)
+    ax.axhline(1.0, color="black", lw=1)
+    ax.set_ylabel("speed-up over dense (x)")
+    ax.legend(loc="upper left", frameon=False, fontsize=8)
+    return ax

@@ -59,6 +59,21 @@ def store_dir(profile: str) -> Path:
     return data.PROJECT_ROOT / "runs" / profile
 
 
+def check_network_and_data(cfg) -> None:
+    """The checks of a config that names a network and its data (fields ``model``,
+    ``width``, ``dataset``, ``train_per_class``, ``test_per_class``, ``seed``): types, the
+    registries, a positive width, a seed >= 0, subsets no larger than a class."""
+    check_types(cfg)
+    models.MODELS.get(cfg.model)
+    data.DATASETS.get(cfg.dataset)
+    require(0 < cfg.width < math.inf, cfg, "width", "a positive finite number")
+    require(cfg.seed >= 0, cfg, "seed", "an integer >= 0")
+    for split in ("train", "test"):
+        name, most = f"{split}_per_class", data.max_per_class(cfg.dataset, split)
+        require(getattr(cfg, name) >= 0 and (most is None or getattr(cfg, name) <= most),
+                cfg, name, f"0 (all) or an integer in 1..{most or 'the class size'}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines the numbers of one run; checked when built."""
@@ -87,16 +102,8 @@ class RunConfig:
     LATE_FIELDS: typing.ClassVar[tuple[str, ...]] = ("draw", "sanity")
 
     def __post_init__(self):
-        check_types(self)
-        models.MODELS.get(self.model)
-        data.DATASETS.get(self.dataset)
+        check_network_and_data(self)
         method = METHODS.get(self.method)
-        require(0 < self.width < math.inf, self, "width", "a positive finite number")
-        require(self.seed >= 0, self, "seed", "an integer >= 0")
-        for split in ("train", "test"):
-            name, most = f"{split}_per_class", data.max_per_class(self.dataset, split)
-            require(getattr(self, name) >= 0 and (most is None or getattr(self, name) <= most),
-                    self, name, f"0 (all) or an integer in 1..{most or 'the class size'}")
         require(0.0 <= self.sparsity < 1.0, self, "sparsity", "a number in [0, 1)")
         require(method.kind != "dense" or self.sparsity == 0, self, "sparsity",
                 "0 for the dense method")
