@@ -57,7 +57,6 @@ workers: int = 2  # single-threaded training processes
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import display
-from myst_nb import glue
 
 from opai_lib import anatomy, experiments, parameters, plots, verdicts
 
@@ -160,7 +159,7 @@ _, second, second_found = anatomy.chapter(
 second_wb = anatomy.tests(second_found, "images", permutations, seed)
 display(experiments.shown(second_wb, digits=3))
 anatomy.glue_tests(second_wb, prefix="second")
-glue("second_model", second_model, display=False)
+plots.glue_text("second_model", second_model)
 
 # %% [markdown]
 # On {glue:text}`second_model`, {glue:text}`second_cells_moved:d` of

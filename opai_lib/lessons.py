@@ -62,12 +62,7 @@ def store_dir(profile: str) -> Path:
     the folder ``<profile>-lessons`` (``$OPAI_RUNS_DIR/<profile>-lessons`` when set; else
     ``book/record/cpu-lessons`` for the published cpu profile, ``runs/<profile>-lessons``,
     git-ignored, for the others)."""
-    runs = data.env_dir("OPAI_RUNS_DIR")
-    if runs is not None:
-        return runs / f"{profile}{SUFFIX}"
-    if profile in study.PUBLISHED_PROFILES:
-        return study.RECORD_DIR / f"{profile}{SUFFIX}"
-    return data.PROJECT_ROOT / "runs" / f"{profile}{SUFFIX}"
+    return study.store_dir(profile, SUFFIX)
 
 
 # ---------------------------------------------------------------------------------------

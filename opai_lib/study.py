@@ -47,16 +47,17 @@ RECORD_DIR = data.PROJECT_ROOT / "book" / "record"
 PUBLISHED_PROFILES = ("cpu",)
 
 
-def store_dir(profile: str) -> Path:
-    """Where a profile's run records live: ``$OPAI_RUNS_DIR/<profile>`` when set; else the
-    published record ``book/record/<profile>`` for the cpu profile, ``runs/<profile>``
-    (git-ignored) for the others."""
+def store_dir(profile: str, suffix: str = "") -> Path:
+    """Where a profile's run records live (folder ``<profile><suffix>``): under
+    ``$OPAI_RUNS_DIR`` when set; else the published record ``book/record/`` for the cpu
+    profile, ``runs/`` (git-ignored) for the others."""
+    name = f"{profile}{suffix}"
     runs = data.env_dir("OPAI_RUNS_DIR")
     if runs is not None:
-        return runs / profile
+        return runs / name
     if profile in PUBLISHED_PROFILES:
-        return RECORD_DIR / profile
-    return data.PROJECT_ROOT / "runs" / profile
+        return RECORD_DIR / name
+    return data.PROJECT_ROOT / "runs" / name
 
 
 def check_network_and_data(cfg) -> None:

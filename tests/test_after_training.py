@@ -9,6 +9,7 @@ import torch
 from opai_lib import after_training, data, masks, models
 from opai_lib.config import Recipe
 from opai_lib.train import evaluate, train
+from tests.untouchable import Untouchable
 
 RETRAIN = Recipe(epochs=1, batch_size=32, lr=0.05, nesterov=True, weight_decay=5e-3,
                  schedule="cosine")
@@ -117,16 +118,6 @@ def test_without_retraining_each_step_starts_where_the_last_ended(trained):
     assert all(torch.equal(params[n][m], before[n][m]) for n, m in mask.items())
     one_shot = after_training.magnitude_mask(trained[0], 0.95, scope="layerwise")
     assert all(torch.equal(mask[n], one_shot[n]) for n in mask)
-
-
-class Untouchable:
-    """Batches that fail the test when anything reads them."""
-
-    def __len__(self):
-        return 10
-
-    def __iter__(self):
-        raise AssertionError("computed before checking the arguments")
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from opai_lib import data, lottery, masks, models
 from opai_lib.config import Recipe
 from opai_lib.train import train
+from tests.untouchable import Untouchable
 
 RECIPE = Recipe(epochs=2, batch_size=32, lr=0.1, nesterov=True, weight_decay=5e-4,
                 schedule="cosine", warmup_epochs=0.5)
@@ -144,16 +145,6 @@ def test_reinitialised_resets_batchnorm_statistics(setting, tickets):
     assert torch.equal(control.bn1.running_mean, torch.zeros_like(control.bn1.running_mean))
     assert torch.equal(control.bn1.running_var, torch.ones_like(control.bn1.running_var))
     assert torch.equal(control.bn1.weight, torch.ones_like(control.bn1.weight))
-
-
-class Untouchable:
-    """Batches that fail the test when anything reads them."""
-
-    def __len__(self):
-        return 10
-
-    def __iter__(self):
-        raise AssertionError("computed before checking the arguments")
 
 
 @pytest.mark.parametrize("kwargs, message", [
