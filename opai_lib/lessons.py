@@ -5,14 +5,14 @@ experiments: pruning a trained network and retraining it (``Retraining``), lotte
 (``TicketSearch`` and the ``Reinitialised`` control), filter pruning (``FilterRetraining``)
 and the CPU time of the networks it makes (``Timing``). Each experiment is a frozen options
 dataclass naming everything that decides its numbers (network, data subset, recipe, seed,
-pruning schedule...), checked when built; ``key`` hashes it, and ``run`` returns its record
-from the store, computing it first if it is missing (``store.Store.compute``: claimed,
-computed once, written atomically, resumable).
+pruning schedule...), checked when built and registered in ``record.KINDS``, so that
+``record.run`` keys, computes and keeps it like every experiment (``key``, ``run``,
+``run_all``, ``cost`` and ``finished`` are ``record``'s, named here for the chapters).
 
 The records live beside the study's, in ``<profile>-lessons`` (``store_dir``), so that
-``python -m opai_lib verify`` and the study's tables never meet them: committed in
-``book/record/cpu-lessons`` for the cpu profile, git-ignored under ``runs/`` for the others,
-and under ``$OPAI_RUNS_DIR`` when it is set.
+the study's tables never meet them (``python -m opai_lib verify --store`` checks them):
+committed in ``book/record/cpu-lessons`` for the cpu profile, git-ignored under ``runs/``
+for the others, and under ``$OPAI_RUNS_DIR`` when it is set.
 
 ``*_plan`` turn a chapter's parameters into its experiments (a bad parameter is an error
 naming it, before any compute); ``*_table`` turn records into the chapters' tables.
@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
-import hashlib
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -49,8 +47,8 @@ from opai_lib.config import (
     require,
 )
 from opai_lib.lottery import LotteryOptions
+from opai_lib.record import KINDS, cost, finished, key, run, run_all  # noqa: F401 (chapters' API)
 from opai_lib.store import Store
-from opai_lib.store import sweep as store_sweep
 from opai_lib.train import evaluate, prepare, train
 
 SUFFIX = "-lessons"
@@ -138,6 +136,7 @@ def _require_start(obj, pretrained: bool, why: str) -> None:
 # The experiments.
 
 
+@KINDS.register("Retraining")
 @dataclass(frozen=True)
 class Retraining:
     """Han et al.: the trained network pruned by magnitude in ``pruning.rounds`` steps,
@@ -150,6 +149,10 @@ class Retraining:
     def __post_init__(self):
         check_types(self)
         _require_start(self, True, "pruning after training starts from a trained network")
+
+    @property
+    def device(self) -> str:
+        return self.setting.device
 
     def compute(self, store: Store) -> tuple[dict, None]:
         model, train_batches, test_batches = self.setting.start()
@@ -190,6 +193,7 @@ def majority_share(model: torch.nn.Module, batches) -> float:
     return float(counts.max() / counts.sum())
 
 
+@KINDS.register("TicketSearch")
 @dataclass(frozen=True)
 class TicketSearch:
     """Frankle and Carbin: iterative magnitude pruning of the seed's initial network with
@@ -201,6 +205,10 @@ class TicketSearch:
     def __post_init__(self):
         check_types(self)
         _require_start(self, False, "a lottery ticket is found from the initial weights")
+
+    @property
+    def device(self) -> str:
+        return self.setting.device
 
     def compute(self, store: Store) -> tuple[dict, dict[str, np.ndarray]]:
         model, train_batches, test_batches = self.setting.start()
@@ -227,6 +235,7 @@ def ticket_masks(record: dict, store: str | Path | Store) -> list[masks.Mask]:
     return out
 
 
+@KINDS.register("Reinitialised")
 @dataclass(frozen=True)
 class Reinitialised:
     """Frankle and Carbin's control: round ``round``'s mask of ``ticket`` laid on weights
@@ -245,6 +254,10 @@ class Reinitialised:
                 "init_seed", f"an integer >= 0 other than the ticket's seed "
                 f"{self.ticket.setting.seed}")
 
+    @property
+    def device(self) -> str:
+        return self.ticket.setting.device
+
     def compute(self, store: Store) -> tuple[dict, None]:
         searched = run(self.ticket, store)  # read back, or computed (or awaited) first
         t0 = time.perf_counter()  # the control's own time, without the search's
@@ -258,6 +271,7 @@ class Reinitialised:
                 "seconds": time.perf_counter() - t0}, None
 
 
+@KINDS.register("FilterRetraining")
 @dataclass(frozen=True)
 class FilterRetraining:
     """Li et al.: ``fraction`` of the filters of every producer of the trained network
@@ -271,6 +285,10 @@ class FilterRetraining:
         check_types(self)
         require(0 <= self.fraction < 1, self, "fraction", "a number in [0, 1)")
         _require_start(self, True, "filter pruning starts from a trained network")
+
+    @property
+    def device(self) -> str:
+        return self.setting.device
 
     def compute(self, store: Store) -> tuple[dict, None]:
         model, train_batches, test_batches = self.setting.start()
@@ -288,6 +306,7 @@ class FilterRetraining:
                 "accuracy_retrained": evaluate(small, test_batches)["accuracy"]}, None
 
 
+@KINDS.register("Timing")
 @dataclass(frozen=True)
 class Timing:
     """CPU inference time of the dense network and, for every fraction, of the two
@@ -302,6 +321,8 @@ class Timing:
     repeats: int = param(30, "interleaved repeats; each network's median is kept")
     threads: int = param(1, "torch threads of the timing")
     cpu: str = param("", "the CPU timed, as config.cpu_model() names it")
+
+    measures_time: ClassVar[bool] = True  # its numbers are timings: ``record.verify`` skips it
 
     def __post_init__(self):
         check_types(self)
@@ -331,69 +352,6 @@ class Timing:
         for row, label in zip(rows, nets, strict=True):
             row["seconds"] = seconds[label]
         return {"timings": rows, "torch": torch.__version__}, None
-
-
-# ---------------------------------------------------------------------------------------
-# Keys, records, runs.
-
-
-def key(options) -> str:
-    """A short hash of the experiment's kind and every one of its options (nested
-    dataclasses included): the name of its record."""
-    if not dataclasses.is_dataclass(options) or isinstance(options, type):
-        raise TypeError(f"options must be an experiment's options dataclass, got {options!r}")
-    text = json.dumps({"kind": type(options).__name__, **dataclasses.asdict(options)},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _device(options) -> str:
-    for owner in (options, getattr(options, "ticket", None)):
-        setting = getattr(owner, "setting", None)
-        if setting is not None:
-            return setting.device
-    return "cpu"
-
-
-def _compute(options, store: Store) -> tuple[dict, dict | None]:
-    """The record of ``options``: what its ``compute`` returns, under its key, kind and
-    options, with the seconds it took and the machine that computed it."""
-    t0 = time.perf_counter()
-    result, arrays = options.compute(store)
-    seconds = result.pop("seconds", time.perf_counter() - t0)  # its own, if it says so
-    record = {"key": key(options), "kind": type(options).__name__,
-              "options": dataclasses.asdict(options), **result, "seconds": seconds,
-              "machine": study.machine(_device(options))}
-    return record, arrays
-
-
-def run(options, store: str | Path | Store) -> dict:
-    """The record of experiment ``options`` from ``store``, computed first if missing."""
-    store = study.open_store(store)
-    return store.compute(key(options), functools.partial(_compute, options, store))
-
-
-def run_all(experiments: Sequence, store: str | Path | Store, workers: int = 1) -> list[dict]:
-    """The records of ``experiments`` (in order), the missing ones computed ``workers`` at
-    a time in single-threaded processes (``store.sweep``); each exactly once."""
-    check_integer("workers", workers, 1)
-    store = study.open_store(store)
-    return store_sweep(store, list(experiments), key, functools.partial(_compute, store=store),
-                       workers=workers, threads=study.worker_threads(workers))
-
-
-def cost(records: Sequence[dict]) -> tuple[float, str]:
-    """CPU-minutes the records took to compute (the sum of their seconds) and the machines
-    that computed them (their CPUs, each once)."""
-    minutes = sum(r["seconds"] for r in records) / 60
-    cpus = ", ".join(sorted({r["machine"]["cpu"] for r in records})) or "no machine"
-    return minutes, cpus
-
-
-def finished(experiments: Sequence, store: str | Path | Store) -> list[dict | None]:
-    """The records already in ``store`` (None where missing), computing nothing."""
-    store = study.open_store(store)
-    return [store.read(key(e)) for e in experiments]
 
 
 # ---------------------------------------------------------------------------------------

@@ -298,3 +298,107 @@ def speedup_bars(table: pd.DataFrame, ax=None):
     ax.set_ylabel("speed-up over dense (x)")
     ax.legend(loc="upper left", frameon=False, fontsize=8)
     return ax
+
+
+# ---------------------------------------------------------------------------------------
+# What pruning-at-initialisation scores reward (``toy``, ``collapse``).
+
+
+def score_ranks(scores) -> dict:
+    """Every score's rank among all of ``scores`` ({name: tensor}), scaled to [0, 1] (0: the
+    lowest; ties share their mean rank), as numpy arrays of the tensors' shapes. Ranks put
+    signed (GraSP) and heavy-tailed (SynFlow) scores on one colour scale."""
+    from scipy import stats
+
+    flat = np.concatenate([s.detach().double().cpu().flatten().numpy() for s in scores.values()])
+    ranks = (stats.rankdata(flat) - 1) / max(1, len(flat) - 1)
+    pieces = np.split(ranks, np.cumsum([s.numel() for s in scores.values()])[:-1])
+    return {n: p.reshape(tuple(s.shape)) for (n, s), p in zip(scores.items(), pieces,
+                                                               strict=True)}
+
+
+def network_graph(scores, mask, ax=None, title: str | None = None, cmap: str = "viridis"):
+    """A fully connected network drawn as a layered graph: one column of nodes per layer of
+    units, one edge per weight of ``scores`` ({name: (out, in) tensor}, layers in order),
+    coloured by its score's rank (``score_ranks``); the edges ``mask`` keeps are drawn
+    thick, the pruned ones thin and faint. Returns the axes."""
+    from matplotlib.collections import LineCollection
+
+    shapes = [tuple(s.shape) for s in scores.values()]
+    if any(len(s) != 2 for s in shapes) or any(
+            b[1] != a[0] for a, b in zip(shapes, shapes[1:], strict=False)):
+        raise ValueError(f"scores must be (out, in) matrices of a chain of layers, got {shapes}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.3 * len(shapes) + 1, 3.2))
+    widths = [shapes[0][1]] + [s[0] for s in shapes]
+    y = [np.arange(w) - (w - 1) / 2 for w in widths]
+    ranks = score_ranks(scores)
+    colour = plt.get_cmap(cmap)
+    for kept in (False, True):  # pruned edges underneath
+        segments, colours = [], []
+        for i, name in enumerate(scores):
+            out_units, in_units = np.nonzero(mask[name].cpu().numpy() == kept)
+            segments += [[(i, y[i][a]), (i + 1, y[i + 1][b])]
+                         for b, a in zip(out_units, in_units, strict=True)]
+            colours += [colour(r) for r in ranks[name][out_units, in_units]]
+        ax.add_collection(LineCollection(segments, colors=colours, linewidths=2.6 if kept
+                                         else 0.6, alpha=1.0 if kept else 0.35,
+                                         zorder=2 if kept else 1))
+    for i, units in enumerate(y):
+        ax.scatter(np.full(len(units), i), units, s=70, color="white", edgecolor="0.2",
+                   zorder=3)
+    ax.set_xlim(-0.3, len(shapes) + 0.3)
+    ax.set_ylim(-max(widths) / 2, max(widths) / 2)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def network_graphs(scores, found, cmap: str = "viridis"):
+    """``network_graph`` of every label of ``found`` (label -> mask) with ``scores[label]``,
+    side by side, and one colour bar for the score ranks. Returns the axes."""
+    from matplotlib.cm import ScalarMappable
+
+    fig, axes = plt.subplots(1, len(found), figsize=(3.0 * len(found) + 0.8, 3.4),
+                             squeeze=False)
+    for ax, (label, mask) in zip(axes[0], found.items(), strict=True):
+        network_graph(scores[label], mask, ax=ax, title=label, cmap=cmap)
+    fig.colorbar(ScalarMappable(cmap=cmap), ax=list(axes[0]), fraction=0.02, pad=0.02,
+                 label="score rank (0 lowest, 1 highest)")
+    return axes[0]
+
+
+def collapse_curves(table: pd.DataFrame, axes=None):
+    """A ``collapse.curves`` table as two panels against sparsity (log of the density,
+    sparser to the right): the number of empty layers, and the density of the sparsest
+    layer (dashed: the overall density, the most it can be). A dotted line in a criterion's
+    colour marks the first sparsity of the grid where it empties a layer. Returns the axes."""
+    from matplotlib.ticker import FuncFormatter
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11.5, 3.8))
+    groups = list(table.groupby("criterion", sort=False))
+    for i, (colour, (label, g)) in enumerate(zip(sns.color_palette(n_colors=len(groups)),
+                                                 groups, strict=True)):
+        g = g.sort_values("sparsity")
+        style = {"color": colour, "marker": "os^vDP"[i % 6], "markersize": 4, "label": label}
+        axes[0].plot(g["density"], g["empty layers"], **style)
+        alive = g[g["sparsest layer density"] > 0]
+        axes[1].plot(alive["density"], alive["sparsest layer density"], **style)
+        broken = g[g["empty layers"] > 0]
+        if len(broken):
+            for ax in axes:
+                ax.axvline(broken["density"].iloc[0], color=colour, ls=":", lw=1.2)
+    grid = np.sort(table["density"].unique())
+    axes[1].plot(grid, grid, color="0.4", ls="--", lw=1, label="overall density")
+    axes[1].set_yscale("log")
+    axes[0].set_ylabel("empty layers")
+    axes[1].set_ylabel("density of the sparsest layer")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlim(grid.max() * 1.15, grid.min() / 1.15)  # sparser to the right
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda d, _: f"{100 * (1 - d):.4g} %"))
+        ax.set_xlabel("sparsity (log scale of the fraction kept)")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
+    return axes

@@ -1,24 +1,111 @@
-"""The published record: checking that its runs come out again.
+"""The published record: keyed experiments, and checking that they come out again.
 
-The cpu profile's store (``book/record/cpu``) is committed in git. ``verify`` re-runs a few
-of its records from their configs into a scratch store; ``compare`` sets a recomputed store
-beside the published one. Each row says whether accuracy and mask came out identical and
-whether the machine matches (same CPU model and vector capability, thread count and torch
-version): identical numbers are expected only then. Elsewhere the difference is set beside
-the seed-to-seed spread of the same setting.
+The study's runs are ``study.RunConfig`` records (``study.run``). Every other computation
+that a chapter keeps (the teaching chapters' experiments, the mask-anatomy tables) is an
+*experiment*: a frozen options dataclass, registered in ``KINDS``, naming everything that
+decides its numbers and computing them in ``options.compute(store) -> (result, arrays)``.
+``key`` hashes it, ``run`` returns its record from a store, computing it first if it is
+missing (``store.Store.compute``: claimed, computed once, written atomically, resumable).
+
+The cpu profile's stores (``book/record/cpu`` and its ``-lessons`` and ``-anatomy``
+siblings) are committed in git. ``verify`` re-runs a few records of a store from their
+configs or options into a scratch store; ``compare`` sets a recomputed store of runs beside
+the published one. Each row says whether the numbers (accuracy and mask, or every field of
+an experiment's result) came out identical and whether the machine matches (same CPU model
+and vector capability, thread count and torch version): identical numbers are expected
+only then. Elsewhere a run's difference is set beside the seed-to-seed spread of the same
+setting.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import json
+import math
 import random
 import statistics
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from opai_lib import study
+from opai_lib.config import check_integer, from_dict
+from opai_lib.registry import Registry
 from opai_lib.store import Store
+from opai_lib.store import sweep as store_sweep
+
+# Options dataclasses whose records ``verify`` can re-create, by class name.
+KINDS: Registry[type] = Registry("experiment kind")
+
+
+# ---------------------------------------------------------------------------------------
+# Experiments: keys, records, runs.
+
+
+def key(options) -> str:
+    """A short hash of the experiment's kind and every one of its options (nested
+    dataclasses included): the name of its record."""
+    if not dataclasses.is_dataclass(options) or isinstance(options, type):
+        raise TypeError(f"options must be an experiment's options dataclass, got {options!r}")
+    text = json.dumps({"kind": type(options).__name__, **dataclasses.asdict(options)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _compute(options, store: Store) -> tuple[dict, dict | None]:
+    """The record of ``options``: what its ``compute`` returns, under its key, kind and
+    options, with the seconds it took and the machine (``options.device``, else the CPU)
+    that computed it."""
+    t0 = time.perf_counter()
+    result, arrays = options.compute(store)
+    seconds = result.pop("seconds", time.perf_counter() - t0)  # its own, if it says so
+    record = {"key": key(options), "kind": type(options).__name__,
+              "options": dataclasses.asdict(options), **result, "seconds": seconds,
+              "machine": study.machine(getattr(options, "device", "cpu"))}
+    return record, arrays
+
+
+def run(options, store: str | Path | Store) -> dict:
+    """The record of experiment ``options`` from ``store``, computed first if missing."""
+    store = study.open_store(store)
+    return store.compute(key(options), functools.partial(_compute, options, store))
+
+
+def run_all(experiments: Sequence, store: str | Path | Store, workers: int = 1) -> list[dict]:
+    """The records of ``experiments`` (in order), the missing ones computed ``workers`` at
+    a time in single-threaded processes (``store.sweep``); each exactly once."""
+    check_integer("workers", workers, 1)
+    store = study.open_store(store)
+    return store_sweep(store, list(experiments), key, functools.partial(_compute, store=store),
+                       workers=workers, threads=study.worker_threads(workers))
+
+
+def cost(records: Sequence[dict]) -> tuple[float, str]:
+    """CPU-minutes the records took to compute (the sum of their seconds) and the machines
+    that computed them (their CPUs, each once)."""
+    minutes = sum(r["seconds"] for r in records) / 60
+    cpus = ", ".join(sorted({r["machine"]["cpu"] for r in records})) or "no machine"
+    return minutes, cpus
+
+
+def finished(experiments: Sequence, store: str | Path | Store) -> list[dict | None]:
+    """The records already in ``store`` (None where missing), computing nothing."""
+    store = study.open_store(store)
+    return [store.read(key(e)) for e in experiments]
+
+
+def options_of(record: dict):
+    """The options an experiment's record was computed from (its kind, from ``KINDS``)."""
+    return from_dict(KINDS.get(record["kind"]), record["options"])
+
+
+# ---------------------------------------------------------------------------------------
+# Verifying the published record.
 
 SAME_MACHINE = ("cpu", "capability", "threads", "torch", "device")  # identical numbers need all
 
@@ -65,33 +152,82 @@ def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
             "seed_sd": sd, "verdict": verdict}
 
 
+def largest_difference(a, b) -> float:
+    """The largest absolute difference between the numbers of two JSON values: 0 when they
+    are identical, infinite when they differ in anything but numbers (shape, keys, text)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return math.inf
+        return max((largest_difference(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return math.inf
+        return max((largest_difference(x, y) for x, y in zip(a, b, strict=True)), default=0.0)
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    if numbers and not (a == b or (math.isnan(a) and math.isnan(b))):
+        diff = abs(a - b)
+        return diff if math.isfinite(diff) else math.inf
+    return 0.0 if numbers or a == b else math.inf
+
+
+# What an experiment's record says beyond its result: not compared.
+_NOT_RESULT = ("key", "kind", "options", "seconds", "machine")
+
+
+def experiment_comparison(published: dict, fresh: dict) -> dict:
+    """One row for an experiment's record: the largest difference of any number of its
+    result (every field but key, options, seconds and machine), machine match, verdict."""
+    same = {k: published["machine"].get(k) == fresh["machine"].get(k) for k in SAME_MACHINE}
+    same_machine = all(same.values())
+    diff = largest_difference(*({k: v for k, v in r.items() if k not in _NOT_RESULT}
+                                for r in (published, fresh)))
+    identical = diff == 0
+    verdict = ("identical" if identical else "DIFFERS on the same machine" if same_machine
+               else f"differs on another machine (largest difference {diff:.4g})")
+    return {"key": published["key"], "run": published["kind"], "published": None,
+            "recomputed": None, "difference": diff, "identical": identical,
+            "same_mask": None, "same_machine": same_machine,
+            "same_cpu": same["cpu"] and same["capability"], "same_threads": same["threads"],
+            "seed_sd": None, "verdict": verdict}
+
+
+def _checkable(record: dict) -> bool:
+    """A run, or an experiment whose numbers are not timings (``measures_time``)."""
+    return "config" in record or not getattr(KINDS.get(record["kind"]), "measures_time", False)
+
+
 def verify(store: str | Path | Store, n: int, seed: int | None = None,
            scratch: str | Path | None = None) -> list[dict]:
-    """Re-run ``n`` randomly chosen records of ``store`` into a scratch store (each with the
-    thread count that wrote it) and compare."""
+    """Re-run ``n`` randomly chosen records of ``store`` (study runs, or experiments of
+    ``KINDS`` other than timings) into a scratch store, each with the thread count that
+    wrote it, and compare."""
     published = study.open_store(store)
     keys = published.finished()
     if not keys:
         raise ValueError(f"no finished record in {published.root}")
-    records = [published.read(k) for k in keys]
-    spread = seed_spread(records)
+    records = [r for r in (published.read(k) for k in keys) if _checkable(r)]
+    spread = seed_spread([r for r in records if "config" in r])
     picked = random.Random(seed).sample(records, min(n, len(records)))
-    configs = [study.RunConfig.from_dict(r["config"]) for r in picked]
-    for record, cfg in zip(picked, configs, strict=True):
-        if cfg.key() != record["key"]:
+    made = [study.RunConfig.from_dict(r["config"]) if "config" in r else options_of(r)
+            for r in picked]
+    for record, what in zip(picked, made, strict=True):
+        now = what.key() if "config" in record else key(what)
+        if now != record["key"]:
             raise ValueError(f"record {record['key']} has a config whose key is now "
-                             f"{cfg.key()}: the code's keys changed since it was written")
+                             f"{now}: the code's keys changed since it was written")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fresh_store = Store(scratch or tmp)
         threads = torch.get_num_threads()
-        for record, cfg in zip(picked, configs, strict=True):
+        for record, what in zip(picked, made, strict=True):
             torch.set_num_threads(record["machine"]["threads"])
             try:
-                fresh = study.run(cfg, fresh_store)
+                if "config" in record:
+                    rows.append(comparison(record, study.run(what, fresh_store), spread))
+                else:
+                    rows.append(experiment_comparison(record, run(what, fresh_store)))
             finally:
                 torch.set_num_threads(threads)
-            rows.append(comparison(record, fresh, spread))
     return rows
 
 

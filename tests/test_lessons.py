@@ -26,6 +26,7 @@ from opai_lib import (  # noqa: E402
     masks,
     models,
     plots,
+    record,
 )
 from opai_lib.after_training import MagnitudeOptions  # noqa: E402
 from opai_lib.config import Recipe  # noqa: E402
@@ -116,6 +117,19 @@ def test_the_kind_is_in_the_key():
     assert lessons.key(Other()) != lessons.key(SEARCH)
     with pytest.raises(TypeError, match="options dataclass"):
         lessons.key({"sparsity": 0.5})
+
+
+def test_every_experiment_reads_back_from_its_record_for_verify():
+    kinds = [SEARCH, lessons.Reinitialised(SEARCH, init_seed=5),
+             lessons.Retraining(lessons.Setting(pretrained=True),
+                                MagnitudeOptions(sparsity=0.5, rounds=2)),
+             lessons.FilterRetraining(lessons.Setting(pretrained=True), 0.25),
+             lessons.Timing(fractions=(0.5,), cpu="A")]
+    for options in kinds:
+        stored = {"kind": type(options).__name__,
+                  "options": json.loads(json.dumps(dataclasses.asdict(options)))}
+        back = record.options_of(stored)
+        assert back == options and lessons.key(back) == lessons.key(options)
 
 
 def test_a_record_is_computed_once_then_read_back(tmp_path, counted):

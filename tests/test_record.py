@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 
 import pytest
 import torch
@@ -52,6 +53,54 @@ def test_comparison_verdicts():
     other = record.comparison(pub[0], _record(0.51, machine={"cpu": "B", "threads": 1}), spread)
     assert other["verdict"].startswith("differs on another machine (+0.0100; seed sd 0.0283")
     assert not record.failed([other])
+
+
+def test_largest_difference_of_json_values():
+    a = {"x": [1, 2.5, {"y": float("nan")}], "name": "snip", "ok": True}
+    assert record.largest_difference(a, json.loads(json.dumps(a))) == 0
+    assert record.largest_difference(a, {**a, "x": [1, 2.0, {"y": float("nan")}]}) == 0.5
+    assert record.largest_difference(a, {**a, "name": "grasp"}) == float("inf")
+    assert record.largest_difference(a, {**a, "ok": False}) == float("inf")
+    assert record.largest_difference(a, {**a, "x": [1, 2.5]}) == float("inf")
+    assert record.largest_difference({"x": 1}, {"x": 1, "z": 0}) == float("inf")
+    assert record.largest_difference(1.0, float("inf")) == float("inf")
+
+
+@record.KINDS.register("_DrawNumbers")
+@dataclasses.dataclass(frozen=True)
+class _DrawNumbers:
+    """A cheap experiment for the tests: seeded random numbers."""
+
+    seed: int = 0
+    count: int = 3
+
+    def compute(self, store):
+        g = torch.Generator().manual_seed(self.seed)
+        return {"numbers": torch.rand(self.count, generator=g).tolist()}, None
+
+
+@record.KINDS.register("_TimeSomething")
+@dataclasses.dataclass(frozen=True)
+class _TimeSomething:
+    measures_time: typing.ClassVar[bool] = True
+
+    def compute(self, store):
+        return {"took": time.perf_counter()}, None
+
+
+def test_verify_recomputes_experiments_and_catches_a_changed_one(tmp_path):
+    published = Store(tmp_path)
+    made = [record.run(_DrawNumbers(seed), published) for seed in (0, 1)]
+    record.run(_TimeSomething(), published)  # a timing cannot come out again: never picked
+    rows = record.verify(published, n=5, seed=0)
+    assert sorted(r["key"] for r in rows) == sorted(m["key"] for m in made)
+    assert all(r["verdict"] == "identical" and r["run"] == "_DrawNumbers" for r in rows)
+    edited = {**made[0], "numbers": [x + 0.25 for x in made[0]["numbers"]]}
+    published.write(made[0]["key"], edited, published.read_arrays(made[0]["key"]))
+    rows = {r["key"]: r for r in record.verify(published, n=5, seed=0)}
+    assert rows[made[0]["key"]]["verdict"] == "DIFFERS on the same machine"
+    assert rows[made[0]["key"]]["difference"] == pytest.approx(0.25)
+    assert rows[made[1]["key"]]["verdict"] == "identical" and record.failed(list(rows.values()))
 
 
 @pytest.mark.slow
