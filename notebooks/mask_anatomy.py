@@ -41,15 +41,16 @@ from typing import Optional
 profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
 model_name: str = "resnet20"  # the network: a name of models.MODELS
 draws: Optional[int] = None  # independent draws of every material; None: 20 (smoke: 2)
+control_draws: Optional[int] = None  # draws of each control; None: 10 (smoke: 2)
 sparsities: Optional[list[float]] = None  # None: 60, 80, 90, 95 and 98 % (smoke: 90 and 95 %)
 seed: int = 0  # the initial network and the criteria's own randomness
 permutations: int = 20000  # label shufflings of each test (at least anatomy.min_permutations)
 layer_sparsity: float = 0.95  # the sparsity of the per-layer heat maps
-effective_draws: int = 2  # draws whose effective sparsity is computed (at most draws)
-score_draws: int = 4  # draws of every material whose scores are rank-correlated
+effective_draws: int = 2  # draws whose effective sparsity is computed (at most the fewest draws)
+score_draws: Optional[int] = None  # draws whose scores are rank-correlated; None: 4 (smoke: 2)
 second_model: str = "vgg16_bn"  # a second network for the within/between test
 second_draws: int = 10  # its draws of every material
-second_materials: list[str] = ["images", "DOP", "stitching σ=0.5"]  # its materials, images first
+second_materials: list[str] = ["images", "DOP"]  # its materials, images first
 check_seeds: Optional[int] = None  # seeds of the trained sanity checks; None: 4 (smoke: 2)
 compute: bool = True  # False: show only the trained runs already in the store, compute none
 workers: int = 2  # single-threaded training processes
@@ -58,13 +59,33 @@ workers: int = 2  # single-threaded training processes
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from opai_lib import anatomy, experiments, parameters, plots, verdicts
+from opai_lib import anatomy, config, experiments, parameters, plots, verdicts
 
 parameters.check(globals())
 plots.setup_style()
-P, model, found = anatomy.chapter(profile, model_name, draws, sparsities, seed,
-                                  layer_sparsity=layer_sparsity, permutations=permutations,
-                                  effective_draws=effective_draws)
+P = config.get_profile(profile)
+first = anatomy.chapter(profile, model_name, draws, sparsities, seed, control_draws)
+second = anatomy.chapter(profile, second_model, second_draws, sparsities, seed, second_draws,
+                         materials=second_materials, glue_prefix="second")
+tables = anatomy.chapter_tables(first, second, permutations, score_draws, layer_sparsity,
+                                effective_draws)
+
+# %% [markdown]
+# The tables below are kept in the record (`book/record/cpu-anatomy` for the cpu profile,
+# one JSON file each, written by `opai_lib.anatomy` and checked by
+# `python -m opai_lib verify --store book/record/cpu-anatomy`); the masks are made only
+# for a table that is not there yet.
+
+# %%
+kept = {name: anatomy.read(table) for name, table in tables.items()}
+minutes, cpus = anatomy.cost(list(tables.values()))
+plots.glue_number("table_minutes", minutes)
+plots.glue_text("table_cpus", cpus)
+print(f"the tables took {minutes:.1f} CPU-minutes on {cpus}, masks included")
+
+# %% [markdown]
+# The masks, their tests and measures took {glue:text}`table_minutes:.1f` CPU-minutes on
+# {glue:text}`table_cpus`.
 
 # %% [markdown]
 # (anatomy-within-between)=
@@ -72,17 +93,19 @@ P, model, found = anatomy.chapter(profile, model_name, draws, sparsities, seed,
 #
 # One row per criterion, material and sparsity. A small *p (Holm)* (adjusted over every row
 # of the table) says the material moves the mask more than redrawing the images does; a
-# large one says that at this many draws the test finds no difference. All-ones inputs
-# have nothing to draw: their masks are the same at every draw (within overlap 1).
+# large one says that at this many draws the test finds no difference. Each material has
+# {glue:text}`draws:d` draws, each control {glue:text}`control_draws:d` (the *draws*
+# column). All-ones inputs have nothing to draw: their masks are the same at every draw
+# (within overlap 1).
 
 # %%
-wb = anatomy.tests(found, "images", permutations, seed)
+wb = kept["tests"]
 display(experiments.shown(wb, digits=3))
 anatomy.glue_tests(wb)
 
 # %% [markdown]
 # Of {glue:text}`cells:d` cells, {glue:text}`cells_moved:d` pass the test (Holm-adjusted
-# p < 0.05): with {glue:text}`draws:d` draws of each material it detects very small
+# p < 0.05): with this many draws of each material it detects very small
 # differences, so the
 # size is what to read. The *distance ratio* gives it: how far the material's masks are
 # from image masks, in units of how far two batches of images put their masks apart
@@ -112,9 +135,9 @@ plt.show()
 # *between* a draw of it and a draw of images; *within reference* is the images' own.
 
 # %%
-spearman = anatomy.scores_by_criterion(model, P, score_draws, seed=seed)
+spearman = kept["spearman"]
 display(experiments.shown(spearman, digits=3))
-plots.glue_number("score_draws", score_draws)
+plots.glue_number("score_draws", tables["spearman"].draws)
 plots.glue_rows(spearman, ["criterion", "material"], "between", "rho")
 plots.glue_rows(spearman.drop_duplicates("criterion"), ["criterion"], "within reference",
                 "images_rho")
@@ -134,7 +157,7 @@ plots.glue_rows(spearman.drop_duplicates("criterion"), ["criterion"], "within re
 # the mask.
 
 # %%
-synflow = anatomy.synflow_yardstick(found, model, seed=seed)
+synflow = kept["synflow"]
 display(experiments.shown(synflow, digits=3))
 plots.glue_rows(synflow, ["criterion", "material", "sparsity %"], "distance ratio", "ratio")
 
@@ -148,18 +171,15 @@ plots.glue_rows(synflow, ["criterion", "material", "sparsity %"], "distance rati
 # ### A second network
 #
 # One initial ResNet-20 is one network. The same test on a network of another shape,
-# {glue:text}`second_model`, with {glue:text}`second_draws:d` draws of images, DOP and
-# stitching (the materials of the paper's claims) and the same criteria, sparsities and
-# seed:
+# {glue:text}`second_model`, with {glue:text}`second_draws:d` draws of each of
+# {glue:text}`second_materials` and the same criteria, sparsities and seed:
 
 # %%
-_, second, second_found = anatomy.chapter(
-    profile, second_model, second_draws, sparsities, seed, materials=second_materials,
-    permutations=permutations, glue_prefix="second")
-second_wb = anatomy.tests(second_found, "images", permutations, seed)
+second_wb = kept["second"]
 display(experiments.shown(second_wb, digits=3))
 anatomy.glue_tests(second_wb, prefix="second")
 plots.glue_text("second_model", second_model)
+plots.glue_text("second_materials", ", ".join(second_materials))
 
 # %% [markdown]
 # On {glue:text}`second_model`, {glue:text}`second_cells_moved:d` of
@@ -178,9 +198,10 @@ plots.glue_text("second_model", second_model)
 # to fall below before the material is moving that layer.
 
 # %%
-for crit, draws_of in found.items():
-    plots.layer_maps(*anatomy.layer_table(draws_of, "images", layer_sparsity),
-                     title=f"{crit} at {100 * layer_sparsity:g} % sparsity")
+for crit in first.criteria:
+    name = experiments.CRITERION_NAMES[crit]
+    plots.layer_maps(kept["layers"][f"{name} density"], kept["layers"][f"{name} overlap"],
+                     title=f"{name} at {100 * layer_sparsity:g} % sparsity")
     plt.show()
 
 # %% [markdown]
@@ -192,7 +213,7 @@ for crit, draws_of in found.items():
 # uses, and the most layers left with no effective weight.
 
 # %%
-eff = anatomy.by_criterion(found, anatomy.effective_table, model, effective_draws)
+eff = kept["effective"]
 display(experiments.shown(eff, digits=2))
 plots.glue_number("most_unused", eff["unused kept"].max())
 plots.glue_number("dead_cells", int((eff["dead layers"] > 0).sum()))

@@ -18,19 +18,24 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from opai_lib import config, experiments, masks, models, plots, prune, record, study
 from opai_lib import data as data_mod
-from opai_lib import masks, models, prune
-from opai_lib.config import check_integer
+from opai_lib.config import build, check_integer, check_types, param, require
 from opai_lib.criteria import CRITERIA
 from opai_lib.materials import Material
+from opai_lib.record import KINDS
 
 Mask = masks.Mask
 
@@ -228,15 +233,18 @@ DRAW_STRIDE = 10_000  # arm i draws its examples with seeds i * DRAW_STRIDE + d
 
 
 def arm_masks(model: nn.Module, arms: Sequence, dataset: str, data: data_mod.ImageSet,
-              draws: int, sparsities: Sequence[float], seed: int = 0) -> Draws:
+              draws: int | Mapping[str, int], sparsities: Sequence[float], seed: int = 0
+              ) -> Draws:
     """``material_masks`` of each arm (``experiments.Arm``: a criterion, a material and
-    options, under a label), keyed by the arm's label, for ``draws`` draws each. Each arm
-    draws with its own seeds, so no two arms share images (the controls start from image
-    batches: with shared seeds, draw d of two arms would hold the same images, and the
-    permutation test's exchangeability would fail)."""
-    _check_arms(arms, draws)
+    options, under a label), keyed by the arm's label, for ``draws`` draws each (or
+    ``draws[label]``). Each arm draws with its own seeds, so no two arms share images (the
+    controls start from image batches: with shared seeds, draw d of two arms would hold the
+    same images, and the permutation test's exchangeability would fail)."""
+    counts = {a.label: draws[a.label] if isinstance(draws, Mapping) else draws for a in arms}
+    _check_arms(arms, max(counts.values(), default=0))
     return {arm.label: material_masks(model, arm.method, arm.material, dataset, data,
-                                      _draw_seeds(i, draws), sparsities, arm.options, seed)
+                                      _draw_seeds(i, counts[arm.label]), sparsities,
+                                      arm.options, seed)
             for i, arm in enumerate(arms)}
 
 
@@ -396,67 +404,11 @@ def effective_table(found: Draws, model: nn.Module, draws: int = 3,
     return pd.DataFrame(rows)
 
 
-def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: int,
-            criteria: Sequence[str] = ("snip", "grasp"), layer_sparsity: float | None = None,
-            permutations: int | None = None, effective_draws: int = 1,
-            materials: Sequence[str] | None = None, glue_prefix: str = "") -> tuple:
-    """What the first cell of the mask-anatomy chapter does: check every parameter, then
-    make every criterion's masks for ``draws`` draws of every material and control
-    (``experiments.anatomy_arms``; ``materials``: only these labels, images among them)
-    on one initial network. Glues the draws under ``glue_prefix``. Returns the profile,
-    the model and ``{criterion name: Draws}``."""
-    import time
-
-    from opai_lib import config, experiments, study
-    from opai_lib.plots import glue_number, slug
-
-    P = config.get_profile(profile)
-    draws = {"smoke": 2}.get(P.name, 20) if draws is None else draws
-    if sparsities is None:
-        sparsities = {"smoke": [0.9, 0.95]}.get(P.name, [0.6, 0.8, 0.9, 0.95, 0.98])
-    config.check_integer("draws", draws, 2)
-    config.check_integer("seed", seed, 0)
-    glue_number(slug(glue_prefix, "draws"), draws)
-    sparsities = config.check_sparsities("sparsities", sparsities)
-    config.check_parameter(layer_sparsity is None or layer_sparsity in sparsities,
-                           "layer_sparsity", layer_sparsity, f"one of sparsities {sparsities}")
-    config.check_integer("effective_draws", effective_draws, 1)
-    config.check_parameter(effective_draws <= draws, "effective_draws", effective_draws,
-                           f"at most draws ({draws})")
-    arms = experiments.anatomy_arms(P)
-    labels = list(dict.fromkeys(a.label for a in arms))
-    config.check_parameter(materials is None or (
-        isinstance(materials, list | tuple) and "images" in materials
-        and all(m in labels for m in materials)), "materials", materials,
-        f"None or a list of {labels} with 'images' among them")
-    arms = [a for a in arms if materials is None or a.label in materials]
-    known = sorted({a.method for a in arms})
-    config.check_parameter(isinstance(criteria, list | tuple) and len(criteria) > 0
-                           and all(c in known for c in criteria), "criteria", criteria,
-                           f"a non-empty list of {known}")
-    if permutations is not None:  # enough shufflings for Holm over every cell
-        cells = len(criteria) * (len(arms) // len(known) - 1) * len(sparsities)
-        config.check_integer("permutations", permutations, min_permutations(cells))
-    train, _ = study.profile_data(P)
-    model = models.get_model(model_name, train.num_classes, P.width, seed=seed)
-    t0 = time.perf_counter()
-    found = {experiments.CRITERION_NAMES[c]: arm_masks(
-        model, [a for a in arms if a.method == c], P.dataset, train, draws, sparsities,
-        seed) for c in criteria}
-    print(f"profile {P.name}: {P.dataset}, {model_name} (width {P.width}, seed {seed}); "
-          f"{draws} draws of {len(arms) // len(criteria)} materials for {', '.join(found)} at "
-          f"sparsities {sparsities}: masks in {time.perf_counter() - t0:.0f} s on "
-          f"{config.cpu_model()}, {torch.get_num_threads()} thread(s)")
-    return P, model, found
-
-
 def scores_by_criterion(model: nn.Module, profile, draws: int, reference: str = "images",
                         seed: int = 0, criteria: Sequence[str] = ("snip", "grasp")
                         ) -> pd.DataFrame:
     """``score_table`` of each criterion's arms (``experiments.anatomy_arms``) on
     ``profile``'s training images, stacked with a ``criterion`` column first."""
-    from opai_lib import experiments, study
-
     train, _ = study.profile_data(profile)
     arms = experiments.anatomy_arms(profile)
     parts = [score_table(model, [a for a in arms if a.method == c], profile.dataset, train,
@@ -493,15 +445,273 @@ def glue_tests(table: pd.DataFrame, labels: Sequence[str] = ("DOP", "stitching Ï
     material moves the mask (Holm-adjusted p < ``alpha``), for each criterion and material
     of ``labels`` how many of its sparsities do (``<criterion>_<material>_moved`` /
     ``_cells``), and every row's distance ratio (``<criterion>_<material>_<sparsity>_ratio``)."""
-    from opai_lib.plots import glue_number, glue_rows, slug
-
     moved = table["p (Holm)"] < alpha
-    glue_number(slug(prefix, "cells"), len(table))
-    glue_number(slug(prefix, "cells_moved"), int(moved.sum()))
+    plots.glue_number(plots.slug(prefix, "cells"), len(table))
+    plots.glue_number(plots.slug(prefix, "cells_moved"), int(moved.sum()))
     for crit in dict.fromkeys(table["criterion"]):
         for label in labels:
             rows = (table["criterion"] == crit) & (table["material"] == label)
-            glue_number(slug(prefix, crit, label, "moved"), int((moved & rows).sum()))
-            glue_number(slug(prefix, crit, label, "cells"), int(rows.sum()))
-    glue_rows(table.assign(prefix=prefix), ["prefix", "criterion", "material", "sparsity %"],
-              "distance ratio", "ratio")
+            plots.glue_number(plots.slug(prefix, crit, label, "moved"), int((moved & rows).sum()))
+            plots.glue_number(plots.slug(prefix, crit, label, "cells"), int(rows.sum()))
+    plots.glue_rows(table.assign(prefix=prefix),
+                    ["prefix", "criterion", "material", "sparsity %"], "distance ratio", "ratio")
+
+
+# ---------------------------------------------------------------------------------------
+# The chapter's record: its tables are experiments (``record.KINDS``), kept in the store
+# ``<profile>-anatomy`` (``store_dir``), so that the book reads them back and makes the
+# masks only when a table is missing.
+
+SUFFIX = "-anatomy"
+
+
+def store_dir(profile: str) -> Path:
+    """Where the mask-anatomy tables of ``profile`` are kept: ``study.store_dir``'s rules
+    for the folder ``<profile>-anatomy`` (committed in ``book/record/cpu-anatomy``)."""
+    return study.store_dir(profile, SUFFIX)
+
+
+@dataclass(frozen=True)
+class MaskDraws:
+    """Every criterion's masks of one initial network for independent draws of every
+    material and control (``experiments.anatomy_arms``), at every sparsity."""
+
+    profile: str = param("smoke", "data, width and materials: a name of config.PROFILES")
+    model: str = param("resnet20", "the initial network: a name of models.MODELS")
+    draws: int = param(20, "independent draws of every material")
+    control_draws: int = param(10, "draws of each control (experiments.CONTROL_LABELS)")
+    sparsities: tuple = param((0.6, 0.8, 0.9, 0.95, 0.98), "sparsities of the masks")
+    seed: int = param(0, "the initial network and the criteria's own randomness")
+    criteria: tuple = param(("snip", "grasp"), "criteria of experiments.anatomy_arms")
+    materials: tuple = param((), "only these material labels, images among them (): all")
+
+    def __post_init__(self):
+        check_types(self)
+        P = config.get_profile(self.profile)
+        models.MODELS.get(self.model)
+        for name in ("draws", "control_draws"):
+            require(getattr(self, name) >= 2 and getattr(self, name) < DRAW_STRIDE, self,
+                    name, f"an integer in 2..{DRAW_STRIDE - 1}")
+        require(self.sparsities == config.check_sparsities("sparsities", self.sparsities),
+                self, "sparsities", "a tuple of distinct floats in (0, 1)")
+        require(self.seed >= 0, self, "seed", "an integer >= 0")
+        arms = experiments.anatomy_arms(P)
+        labels = list(dict.fromkeys(a.label for a in arms))
+        require(self.materials == () or ("images" in self.materials and len(set(
+            self.materials)) == len(self.materials) and all(m in labels for m in self.materials)),
+            self, "materials", f"() or distinct labels of {labels} with 'images' among them")
+        known = sorted({a.method for a in arms})
+        require(len(self.criteria) > 0 and all(c in known for c in self.criteria), self,
+                "criteria", f"a non-empty tuple of {known}")
+
+    def arms(self) -> list:
+        """The arms (``experiments.anatomy_arms``) of the chosen criteria and materials."""
+        return [a for a in experiments.anatomy_arms(config.get_profile(self.profile))
+                if a.method in self.criteria and (not self.materials or a.label in self.materials)]
+
+    def counts(self) -> dict[str, int]:
+        """Draws of each material label: the controls' own count, ``draws`` otherwise."""
+        return {a.label: self.control_draws if a.label in experiments.CONTROL_LABELS
+                else self.draws for a in self.arms()}
+
+    def cells(self) -> int:
+        """Rows of the within/between table: every material but images, each sparsity."""
+        return len(self.criteria) * (len(self.counts()) - 1) * len(self.sparsities)
+
+    def network(self) -> nn.Module:
+        P = config.get_profile(self.profile)
+        return models.get_model(self.model, study.profile_data(P)[0].num_classes, P.width,
+                                seed=self.seed)
+
+    def found(self) -> dict[str, Draws]:
+        """``{criterion name: Draws}``, made once per process (``_found``)."""
+        return _found(self)
+
+
+@functools.lru_cache(maxsize=1)  # the tables of one setting share its masks
+def _found(setting: MaskDraws) -> dict[str, Draws]:
+    P = config.get_profile(setting.profile)
+    train, _ = study.profile_data(P)
+    model, counts = setting.network(), setting.counts()
+    t0 = time.perf_counter()
+    found = {experiments.CRITERION_NAMES[c]: arm_masks(
+        model, [a for a in setting.arms() if a.method == c], P.dataset, train, counts,
+        setting.sparsities, setting.seed) for c in setting.criteria}
+    print(f"{setting.model} masks ({setting.draws} draws of each material, "
+          f"{setting.control_draws} of each control) in {time.perf_counter() - t0:.0f} s on "
+          f"{config.cpu_model()}, {torch.get_num_threads()} thread(s)")
+    return found
+
+
+def _frame_json(frame: pd.DataFrame) -> dict:
+    split = frame.to_dict(orient="split")
+    return {"index": split["index"], "columns": split["columns"], "data": split["data"]}
+
+
+class _Table:
+    """A table of ``MaskDraws`` (field ``masks``): ``frames()`` computes it, ``compute``
+    (``record.run``) keeps it as JSON, ``read`` gives the DataFrames back."""
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        raise NotImplementedError
+
+    def compute(self, store) -> tuple[dict, None]:
+        return {"frames": {k: _frame_json(f) for k, f in self.frames().items()}}, None
+
+    @property
+    def profile(self) -> str:
+        return self.masks.profile
+
+
+@KINDS.register("WithinBetween")
+@dataclass(frozen=True)
+class WithinBetween(_Table):
+    """``tests``: every criterion's within/between table against images, Holm-adjusted."""
+
+    masks: MaskDraws = param(MaskDraws(), "the masks")
+    permutations: int = param(20000, "label shufflings of each test")
+
+    def __post_init__(self):
+        check_types(self)
+        least = min_permutations(self.masks.cells())
+        require(self.permutations >= least, self, "permutations",
+                f"an integer >= {least} (anatomy.min_permutations of "
+                f"{self.masks.cells()} cells)")
+
+    def frames(self):
+        return {"tests": tests(self.masks.found(), "images", self.permutations,
+                               self.masks.seed)}
+
+
+@KINDS.register("ScoreCorrelations")
+@dataclass(frozen=True)
+class ScoreCorrelations(_Table):
+    """``scores_by_criterion``: Spearman of the scores within and between materials."""
+
+    masks: MaskDraws = param(MaskDraws(), "the network, materials and criteria")
+    draws: int = param(4, "draws of every material whose scores are rank-correlated")
+
+    def __post_init__(self):
+        check_types(self)
+        require(2 <= self.draws <= self.masks.draws, self, "draws",
+                f"an integer in 2..{self.masks.draws} (the masks' draws)")
+
+    def frames(self):
+        m = self.masks
+        return {"spearman": scores_by_criterion(m.network(), config.get_profile(m.profile),
+                                                self.draws, seed=m.seed, criteria=m.criteria)}
+
+
+@KINDS.register("SynflowYardstick")
+@dataclass(frozen=True)
+class SynflowYardstick(_Table):
+    """``synflow_yardstick``: SynFlow's mask against each criterion's image masks."""
+
+    masks: MaskDraws = param(MaskDraws(), "the masks")
+
+    def __post_init__(self):
+        check_types(self)
+
+    def frames(self):
+        return {"synflow": synflow_yardstick(self.masks.found(), self.masks.network(),
+                                             seed=self.masks.seed)}
+
+
+@KINDS.register("LayerMaps")
+@dataclass(frozen=True)
+class LayerMaps(_Table):
+    """``layer_table`` of every criterion at one sparsity: ``<criterion> density`` and
+    ``<criterion> overlap``, materials by layers."""
+
+    masks: MaskDraws = param(MaskDraws(), "the masks")
+    sparsity: float = param(0.95, "the sparsity of the maps, one of the masks'")
+
+    def __post_init__(self):
+        check_types(self)
+        require(self.sparsity in self.masks.sparsities, self, "sparsity",
+                f"one of the masks' sparsities {self.masks.sparsities}")
+
+    def frames(self):
+        out = {}
+        for crit, draws_of in self.masks.found().items():
+            density, overlap = layer_table(draws_of, "images", self.sparsity)
+            out[f"{crit} density"], out[f"{crit} overlap"] = density, overlap
+        return out
+
+
+@KINDS.register("EffectiveSparsity")
+@dataclass(frozen=True)
+class EffectiveSparsity(_Table):
+    """``effective_table`` of every criterion, over the first ``draws`` draws."""
+
+    masks: MaskDraws = param(MaskDraws(), "the masks")
+    draws: int = param(2, "draws whose effective sparsity is computed")
+
+    def __post_init__(self):
+        check_types(self)
+        require(1 <= self.draws <= min(self.masks.counts().values()), self, "draws",
+                f"an integer in 1..{min(self.masks.counts().values())} (the fewest draws)")
+
+    def frames(self):
+        return {"effective": by_criterion(self.masks.found(), effective_table,
+                                          self.masks.network(), self.draws)}
+
+
+def read(table: _Table) -> dict[str, pd.DataFrame] | pd.DataFrame:
+    """The DataFrames of ``table`` from its profile's store, computed first if missing (a
+    single frame by itself)."""
+    stored = record.run(table, store_dir(table.profile))["frames"]
+    frames = {k: pd.DataFrame(f["data"], index=f["index"], columns=f["columns"])
+              for k, f in stored.items()}
+    return next(iter(frames.values())) if len(frames) == 1 else frames
+
+
+def cost(tables: Sequence[_Table]) -> tuple[float, str]:
+    """CPU-minutes the kept ``tables`` took (masks included, counted where first made)
+    and the CPUs that computed them (``record.cost``)."""
+    return record.cost([r for r in record.finished(tables, store_dir(tables[0].profile)) if r])
+
+
+def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: int,
+            control_draws: int | None = None, materials: Sequence[str] | None = None,
+            criteria: Sequence[str] = ("snip", "grasp"), glue_prefix: str = ""
+            ) -> MaskDraws:
+    """The masks of the mask-anatomy chapter from its parameters, checked before any
+    compute: None draws are the profile's (20 draws of each material and 10 of each
+    control; 2 on the smoke profile), None sparsities 60 to 98 % (smoke: 90 and 95 %).
+    Glues the draws under ``glue_prefix``."""
+    P = config.get_profile(profile)
+    small = P.name == "smoke"
+    draws = (2 if small else 20) if draws is None else draws
+    control_draws = (2 if small else 10) if control_draws is None else control_draws
+    if sparsities is None:
+        sparsities = [0.9, 0.95] if small else [0.6, 0.8, 0.9, 0.95, 0.98]
+    config.check_integer("draws", draws, 2)
+    config.check_integer("control_draws", control_draws, 2)
+    config.check_integer("seed", seed, 0)
+    for name, value in (("materials", materials), ("criteria", criteria)):
+        config.check_parameter(value is None or isinstance(value, list | tuple), name, value,
+                               "a list of labels" + (" or None" if name == "materials" else ""))
+    setting = build(MaskDraws, profile=P.name, model=model_name, draws=draws,
+                    control_draws=control_draws, seed=seed, criteria=tuple(criteria),
+                    sparsities=config.check_sparsities("sparsities", sparsities),
+                    materials=tuple(materials or ()))
+    plots.glue_number(plots.slug(glue_prefix, "draws"), draws)
+    plots.glue_number(plots.slug(glue_prefix, "control_draws"), control_draws)
+    return setting
+
+
+def chapter_tables(first: MaskDraws, second: MaskDraws, permutations: int,
+                   score_draws: int | None, layer_sparsity: float, effective_draws: int
+                   ) -> dict[str, _Table]:
+    """Every table of the mask-anatomy chapter, built (so checked) before any compute:
+    ``first``'s tests, score correlations (``score_draws``; None: 4, at most its draws),
+    SynFlow yardstick, layer maps and effective sparsity, and ``second``'s tests."""
+    if score_draws is None:
+        score_draws = min(4, first.draws)
+    return {"tests": WithinBetween(first, permutations),
+            "spearman": ScoreCorrelations(first, score_draws),
+            "synflow": SynflowYardstick(first),
+            "layers": LayerMaps(first, layer_sparsity),
+            "effective": EffectiveSparsity(first, effective_draws),
+            "second": WithinBetween(second, permutations)}

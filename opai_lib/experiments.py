@@ -249,9 +249,11 @@ def draw_arms(profile: Profile) -> list[Arm]:
             if arm.material is not None]
 
 
+# The controls from the literature: corrupted labels or pixels (Su et al. 2020), noise.
+CONTROL_LABELS = ("random labels", "shuffled pixels", "gaussian")
 ANATOMY_LABELS = ("images", "DOP", "stitching σ=0.5", "stitching σ=0.75",
                   "all-ones (BN eval)", "all-ones (BN train)", "random segments", "one patch",
-                  "random labels", "shuffled pixels", "gaussian")
+                  *CONTROL_LABELS)
 
 
 def anatomy_arms(profile: Profile) -> list[Arm]:

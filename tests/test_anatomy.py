@@ -9,12 +9,13 @@ boolean reachability computation over the network's units written out here with 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
 from torch import nn
 
-from opai_lib import anatomy, masks, models
+from opai_lib import anatomy, config, experiments, masks, models, record, study
 
 
 def _rand_mask(shapes: dict, density: float, seed: int) -> dict:
@@ -602,16 +603,56 @@ def test_effective_table_averages_effective_sparsity():
 @pytest.mark.parametrize("kwargs, name", [
     ({"draws": 1}, "draws"), ({"draws": 2.5}, "draws"), ({"sparsities": [1.2]}, "sparsities"),
     ({"sparsities": [0.5, 0.5]}, "sparsities"), ({"sparsities": 0.5}, "sparsities"),
-    ({"layer_sparsity": 0.9}, "layer_sparsity"), ({"criteria": ("foo",)}, "criteria"),
+    ({"control_draws": 1}, "control_draws"), ({"criteria": ("foo",)}, "criteria"),
     ({"criteria": "snip"}, "criteria"), ({"seed": -1}, "seed"),
-    ({"permutations": 100}, "permutations"), ({"effective_draws": 3}, "effective_draws")])
-def test_chapter_checks_its_parameters_before_any_mask(kwargs, name):
-    args = {"draws": 2, "sparsities": [0.5, 0.7], "seed": 0, **kwargs}
-    extra = {k: args.pop(k) for k in ("criteria", "layer_sparsity", "permutations",
-                                      "effective_draws") if k in args}
+    ({"materials": ["DOP"]}, "materials"), ({"materials": ["images", "nothing"]}, "materials"),
+    ({"model_name": "nonet"}, "nonet")])
+def test_chapter_checks_its_parameters_before_any_mask(kwargs, name, monkeypatch):
+    monkeypatch.setattr(anatomy, "_found", lambda *a: pytest.fail("masks made"))
+    args = {"profile": "smoke", "model_name": "resnet20", "draws": 2,
+            "sparsities": [0.5, 0.7], "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=name):
-        anatomy.chapter("smoke", "resnet20", args["draws"], args["sparsities"], args["seed"],
-                        **extra)
+        anatomy.chapter(**args)
+
+
+SMALL = anatomy.MaskDraws(draws=2, control_draws=3, sparsities=(0.9,), criteria=("snip",),
+                          materials=("images", "gaussian"))
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: anatomy.WithinBetween(SMALL, permutations=79), "permutations"),
+    (lambda: anatomy.LayerMaps(SMALL, sparsity=0.95), "sparsity"),
+    (lambda: anatomy.EffectiveSparsity(SMALL, draws=3), "draws"),
+    (lambda: anatomy.ScoreCorrelations(SMALL, draws=3), "draws")])
+def test_tables_check_their_options_when_built(make, name):
+    with pytest.raises(ValueError, match=name):
+        make()
+
+
+def test_a_table_is_kept_read_back_and_verified(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPAI_RUNS_DIR", str(tmp_path))
+    anatomy._found.cache_clear()
+    table = anatomy.WithinBetween(SMALL, permutations=80)
+    got = anatomy.read(table)
+    # the same test made directly from the arms, without the record
+    P = config.get_profile("smoke")
+    train, _ = study.profile_data(P)
+    arms = [a for a in experiments.anatomy_arms(P) if a.method == "snip"
+            and a.label in ("images", "gaussian")]
+    found = anatomy.arm_masks(SMALL.network(), arms, P.dataset, train,
+                              {"images": 2, "gaussian": 3}, [0.9])
+    want = anatomy.tests({"SNIP": found}, "images", 80)
+    pd.testing.assert_frame_equal(got, want)
+    assert got["draws"].tolist() == [3]  # a control has its own count of draws
+    anatomy._found.cache_clear()
+    monkeypatch.setattr(anatomy, "_found", lambda *a: pytest.fail("masks made again"))
+    pd.testing.assert_frame_equal(anatomy.read(table), want)
+    minutes, cpus = anatomy.cost([table])
+    assert minutes > 0 and cpus == config.cpu_model()
+    kept = anatomy.store_dir("smoke")
+    monkeypatch.undo()
+    rows = record.verify(kept, n=1)  # made again, from the record's options
+    assert rows[0]["run"] == "WithinBetween" and rows[0]["verdict"] == "identical"
 
 
 def test_distance_ratio_in_units_of_the_references_own_spread():
