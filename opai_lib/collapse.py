@@ -30,7 +30,7 @@ def sparsity_grid(lowest: float, highest: float, points: int) -> list[float]:
     of the density (as many between 99 and 99.9 % as between 90 and 99 %)."""
     check_integer("points", points, 2)
     check_parameter(isinstance(lowest, int | float) and isinstance(highest, int | float)
-                    and 0 < lowest < highest < 1, "sparsities", (lowest, highest),
+                    and 0 < lowest < highest < 1, "lowest, highest", (lowest, highest),
                     "0 < lowest < highest < 1")
     densities = np.geomspace(1 - lowest, 1 - highest, points)
     return [float(s) for s in 1 - densities]
@@ -91,18 +91,26 @@ def curves(found: Mapping[str, Mapping[float, masks.Mask]], model: nn.Module | N
 
 
 def first_collapse(table: pd.DataFrame) -> pd.DataFrame:
-    """Per criterion of a ``curves`` table: the highest sparsity of the grid with no empty
-    layer, the lowest with one and the layer emptied there, and (if measured) the lowest
-    sparsity at which the network is cut; NaN where the grid never reaches it."""
+    """Per criterion of a ``curves`` table, where on the grid it first empties a layer
+    (``empty layer at``, the layer first in network order, and ``whole up to``, the grid
+    point before) and, if measured, where it first cuts the network (``cut at``,
+    ``connected up to``); NaN where the grid never reaches it, or starts past it."""
     rows = {}
     for label, g in table.groupby("criterion", sort=False):
-        g = g.sort_values("sparsity")
-        whole, broken = g[g["empty layers"] == 0], g[g["empty layers"] > 0]
-        row = {"last whole": whole["sparsity"].max() if len(whole) else math.nan,
-               "first empty layer": broken["sparsity"].min() if len(broken) else math.nan,
-               "layer": broken["first empty"].iloc[0] if len(broken) else ""}
+        g = g.sort_values("sparsity").reset_index(drop=True)
+        events = [("whole up to", "empty layer at", g["empty layers"] > 0)]
         if "cut" in g:
-            row["first cut"] = g.loc[g["cut"], "sparsity"].min() if g["cut"].any() else math.nan
+            events.append(("connected up to", "cut at", g["cut"].astype(bool)))
+        row = {}
+        for before, at, happened in events:
+            hits = np.flatnonzero(happened.to_numpy())
+            if len(hits) == 0:
+                row[before], row[at] = g["sparsity"].iloc[-1], math.nan
+            else:
+                row[before] = g["sparsity"][hits[0] - 1] if hits[0] else math.nan
+                row[at] = g["sparsity"][hits[0]]
+            if at == "empty layer at":
+                row["layer emptied"] = g["first empty"][hits[0]] if len(hits) else ""
         rows[label] = row
     return pd.DataFrame(rows).T.rename_axis("criterion")
 
@@ -116,11 +124,16 @@ def layer_totals(scores: Mapping[str, Mapping[str, torch.Tensor]]) -> pd.DataFra
                          for crit, by_layer in scores.items()})
 
 
-def in_words(sparsity: float, highest: float) -> str:
-    """A point of ``first_collapse`` for the prose: 'at 99.58 %', or 'nowhere up to 99.99 %'
-    when the grid (up to ``highest``) never reaches it."""
-    return f"nowhere up to {100 * highest:.4g} %" if math.isnan(sparsity) else \
-        f"at {100 * sparsity:.4g} %"
+def in_words(before: float, at: float) -> str:
+    """A bracket of ``first_collapse`` (the grid point before an event, the first at which
+    it happens) for the prose: 'between 99.386 and 99.553 %', 'at or below 80 %' when the
+    grid starts past it, 'nowhere up to 99.99 %' when the grid never reaches it (``before``
+    then is the grid's last point). Five digits tell neighbouring points apart up to 99.99 %."""
+    if math.isnan(at):
+        return f"nowhere up to {100 * before:.5g} %"
+    if math.isnan(before):
+        return f"at or below {100 * at:.5g} %"
+    return f"between {100 * before:.5g} and {100 * at:.5g} %"
 
 
 def critical_sparsity(scores: Mapping[str, torch.Tensor]) -> tuple[float, str]:
@@ -133,3 +146,33 @@ def critical_sparsity(scores: Mapping[str, torch.Tensor]) -> tuple[float, str]:
     ranks = {n: int((flat > s.detach().double().max()).sum()) + 1 for n, s in scores.items()}
     weakest = max(ranks, key=ranks.get)
     return 1 - ranks[weakest] / flat.numel(), weakest
+
+
+def critical_table(scores: Mapping[str, Mapping[str, torch.Tensor]], labels) -> pd.DataFrame:
+    """``critical_sparsity`` of the scores of each of ``labels`` (the one-shot global arms):
+    columns ``critical sparsity`` and ``layer emptied next``."""
+    return pd.DataFrame({label: critical_sparsity(scores[label]) for label in labels},
+                        index=["critical sparsity", "layer emptied next"]).T
+
+
+def summary(first: pd.DataFrame, exact: pd.DataFrame, sizes: Mapping[str, int]) -> dict:
+    """What the prose quotes, keyed ``plots.slug(label, what)``: every arm's brackets of
+    ``first_collapse`` in words (``empties``, ``cuts``); the exact critical sparsity in %
+    (``critical``), the layer emptied next (``next``) and its size (``next_size``) of the
+    arms of ``critical_table``; and, from ``sizes`` (layer -> weights), the smallest and
+    largest layer and ``random_bound``, the sparsity in % up to which a layerwise mask
+    keeps a weight in every layer."""
+    from opai_lib.plots import short_layer_name, slug
+
+    out = {"smallest_layer": min(sizes.values()), "largest_layer": max(sizes.values()),
+           "random_bound": 100 * (1 - 1 / min(sizes.values()))}
+    for label, row in first.iterrows():
+        out[slug(label, "empties")] = in_words(row["whole up to"], row["empty layer at"])
+        if "cut at" in row:
+            out[slug(label, "cuts")] = in_words(row["connected up to"], row["cut at"])
+    for label, row in exact.iterrows():
+        out[slug(label, "critical")] = 100 * row["critical sparsity"]
+        out[slug(label, "next")] = short_layer_name(row["layer emptied next"])
+        out[slug(label, "next_size")] = sizes[row["layer emptied next"]]
+    return out
+

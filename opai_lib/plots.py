@@ -374,7 +374,7 @@ def collapse_curves(table: pd.DataFrame, axes=None):
     sparser to the right): the number of empty layers, and the density of the sparsest
     layer (dashed: the overall density, the most it can be). A dotted line in a criterion's
     colour marks the first sparsity of the grid where it empties a layer. Returns the axes."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11.5, 3.8))
@@ -394,6 +394,7 @@ def collapse_curves(table: pd.DataFrame, axes=None):
     axes[1].plot(grid, grid, color="0.4", ls="--", lw=1, label="overall density")
     axes[1].set_yscale("log")
     axes[0].set_ylabel("empty layers")
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_ylabel("density of the sparsest layer")
     for ax in axes:
         ax.set_xscale("log")

@@ -90,27 +90,27 @@ def material(name: str, per_class: int, seed: int, noise: float = 0.1
     return [(x, y)]
 
 
-def material_masks(model: nn.Module, criteria: Mapping[str, dict], per_class: int,
+def material_masks(model: nn.Module, arms: Mapping[str, tuple[str, dict]], per_class: int,
                    draws: int, sparsity: float, seed: int = 0
                    ) -> dict[str, dict[str, list[masks.Mask]]]:
-    """``found[criterion][material]``: the masks at ``sparsity`` of ``model`` that each
-    criterion (name -> its options) chooses when fed each of ``MATERIALS``, one mask per
+    """``found[label][material]``: the masks at ``sparsity`` of ``model`` that each arm
+    (label -> (criterion, options)) chooses when fed each of ``MATERIALS``, one mask per
     draw (the material drawn with seeds 0 .. draws - 1); layers left empty are kept empty.
     The criterion's own randomness (``seed``) is the same for every draw."""
     check_integer("draws", draws, 1)
-    return {crit: {name: [prune.prune_at_init(model, crit, material(name, per_class, d),
-                                              sparsity, seed, on_collapse="allow", **options)
-                          for d in range(draws)] for name in MATERIALS}
-            for crit, options in criteria.items()}
+    return {label: {name: [prune.prune_at_init(model, crit, material(name, per_class, d),
+                                               sparsity, seed, on_collapse="allow", **options)
+                           for d in range(draws)] for name in MATERIALS}
+            for label, (crit, options) in arms.items()}
 
 
 def overlap_table(found: Mapping[str, Mapping[str, Sequence[masks.Mask]]],
                   reference: str = "moons") -> pd.DataFrame:
-    """Criterion x material: the mean fraction of a material's kept weights that a mask from
+    """Arm x material: the mean fraction of a material's kept weights that a mask from
     ``reference`` keeps too, over every pair of draws; for ``reference`` itself, over pairs
     of different draws (how much a second draw of the same data moves the mask)."""
     rows = {}
-    for crit, by_material in found.items():
+    for label, by_material in found.items():
         ref = list(by_material[reference])
         row = {}
         for name, drawn in by_material.items():
@@ -120,6 +120,6 @@ def overlap_table(found: Mapping[str, Mapping[str, Sequence[masks.Mask]]],
                                 "at least 2 (the reference against its own other draws)")
                 m = m[~np.eye(len(ref), dtype=bool)]
             row[name] = float(m.mean())
-        rows[crit] = row
+        rows[label] = row
     return pd.DataFrame(rows).T
 

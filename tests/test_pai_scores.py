@@ -121,7 +121,7 @@ def test_synflow_on_the_mlp_is_the_sum_of_path_products_through_each_edge():
 
 def test_synflow_masks_do_not_depend_on_the_material():
     net = toy.mlp(SIZES, seed=0)
-    found = toy.material_masks(net, {"synflow": {"rounds": 3}}, per_class=10, draws=2,
+    found = toy.material_masks(net, {"synflow": ("synflow", {"rounds": 3})}, per_class=10, draws=2,
                                sparsity=0.7)
     first = found["synflow"]["moons"][0]
     for drawn in found["synflow"].values():
@@ -157,10 +157,12 @@ def test_sparsity_grid_is_evenly_spaced_in_log_density():
     grid = collapse.sparsity_grid(0.9, 0.999, 5)
     assert grid[0] == pytest.approx(0.9) and grid[-1] == pytest.approx(0.999)
     assert np.diff(np.log(1 - np.array(grid))) == pytest.approx([np.log(10) / -2] * 4)
-    with pytest.raises(ValueError, match=r"sparsities = \(0.99, 0.9\); allowed: 0 < lowest"):
+    with pytest.raises(ValueError, match=r"lowest, highest = \(0.99, 0.9\); allowed: 0 < lowest"):
         collapse.sparsity_grid(0.99, 0.9, 5)
-    assert collapse.in_words(0.99577, 0.9999) == "at 99.58 %"
-    assert collapse.in_words(float("nan"), 0.9999) == "nowhere up to 99.99 %"
+    nan = float("nan")
+    assert collapse.in_words(0.993861, 0.995532) == "between 99.386 and 99.553 %"
+    assert collapse.in_words(nan, 0.8) == "at or below 80 %"
+    assert collapse.in_words(0.9999, nan) == "nowhere up to 99.99 %"
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -171,8 +173,10 @@ def test_empty_layers_never_decrease_along_one_scores_global_masks(seed):
     assert (np.diff(table["empty layers"]) >= 0).all()
     assert (np.diff(table["sparsest layer density"]) <= 0).all()
     first = collapse.first_collapse(table.assign(criterion="c")).loc["c"]
-    assert first["last whole"] < first["first empty layer"]
-    assert table.loc[table["sparsity"] == first["first empty layer"], "empty layers"].item() > 0
+    at = grid.index(first["empty layer at"])
+    assert grid[at - 1] == first["whole up to"]
+    assert table["empty layers"][at] > 0 and table["empty layers"][at - 1] == 0
+    assert first["layer emptied"] == table["first empty"][at]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -204,6 +208,10 @@ def test_curve_says_when_the_network_is_cut():
     table = collapse.curve({0.1: full, 0.2: stem_cut}, net)
     assert table["cut"].tolist() == [False, True]
     assert table["first empty"].tolist() == ["", "conv1.weight"]
+    first = collapse.first_collapse(table.assign(criterion="c")).loc["c"]
+    assert (first["connected up to"], first["cut at"]) == (0.1, 0.2)
+    never = collapse.first_collapse(table[:1].assign(criterion="c")).loc["c"]
+    assert never["whole up to"] == 0.1 and np.isnan(never["empty layer at"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,7 +255,16 @@ def test_arms_of_a_model_score_once_and_their_critical_sparsity_splits_the_grid(
     assert all(torch.equal(first_round["sf"][n], expected[n]) for n in expected)
     grid = collapse.sparsity_grid(0.5, 0.999, 15)
     table = collapse.curves(collapse.masks_by_arm(net, arms, None, grid))
-    critical, _ = collapse.critical_sparsity(first_round["mag"])
+    exact = collapse.critical_table(first_round, ["mag"])
+    critical, layer = collapse.critical_sparsity(first_round["mag"])
+    assert exact.loc["mag"].tolist() == [critical, layer]
     mag = table[table["criterion"] == "mag"]
     assert ((mag["empty layers"] > 0) == (mag["sparsity"] > critical)).all()
     assert mag["empty layers"].iloc[-1] > 0
+    sizes = {n: p.numel() for n, p in models.prunable(net).items()}
+    said = collapse.summary(collapse.first_collapse(table), exact, sizes)
+    assert said["mag_critical"] == 100 * critical
+    assert said["mag_next"] == layer.removesuffix(".weight")
+    assert said["mag_next_size"] == sizes[layer] and said["smallest_layer"] == min(sizes.values())
+    assert said["random_bound"] == pytest.approx(100 * (1 - 1 / min(sizes.values())))
+    assert said["sf_empties"].startswith(("between", "nowhere", "at or below"))
