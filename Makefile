@@ -45,9 +45,11 @@ nb: install
 	$(BIN)/python -m opai_lib fold $(OUT)/$(NB).ipynb
 	@echo "executed: $(OUT)/$(NB).ipynb (profile $(PROFILE) $(PARAMS))"
 
-# Re-run N random records of the published record (book/record/cpu) and compare.
+# Re-run N random records of a published store (STORE: book/record/cpu, the study's runs;
+# book/record/cpu-lessons or book/record/cpu-anatomy, the chapters' experiments) and compare.
+STORE ?= book/record/cpu
 verify: install
-	$(BIN)/python -m opai_lib verify --n $(N)
+	$(BIN)/python -m opai_lib verify --n $(N) --store $(STORE)
 
 # Recompute the runs of chapter NB into an empty store (runs/record/NB), then set them
 # beside the published record. Publish by copying the new records into book/record/cpu.

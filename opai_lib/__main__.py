@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("verify", help="re-run N random records of the published record")
     v.add_argument("--n", type=int, default=3, help="how many records (default 3)")
     v.add_argument("--seed", type=int, default=None, help="seed of the random choice")
-    v.add_argument("--store", default=str(study.RECORD_DIR / "cpu"), help="the record's folder")
+    v.add_argument("--store", default=str(study.RECORD_DIR / "cpu"),
+                   help="the record's folder: cpu (runs), cpu-lessons or cpu-anatomy")
     c = sub.add_parser("compare", help="a recomputed store against the published record")
     c.add_argument("fresh", help="folder of the recomputed records")
     c.add_argument("--published", default=str(study.RECORD_DIR / "cpu"))
