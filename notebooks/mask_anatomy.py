@@ -81,11 +81,12 @@ kept = {name: anatomy.read(table) for name, table in tables.items()}
 minutes, cpus = anatomy.cost(list(tables.values()))
 plots.glue_number("table_minutes", minutes)
 plots.glue_text("table_cpus", cpus)
-print(f"the tables took {minutes:.1f} CPU-minutes on {cpus}, masks included")
+print(f"the tables took {minutes:.1f} minutes on {cpus}, masks included")
 
 # %% [markdown]
-# The masks, their tests and measures took {glue:text}`table_minutes:.1f` CPU-minutes on
-# {glue:text}`table_cpus`.
+# The masks, their tests and measures took {glue:text}`table_minutes:.1f` minutes to compute
+# on {glue:text}`table_cpus` (the threads of each table's record), once; a re-execution
+# reads them back.
 
 # %% [markdown]
 # (anatomy-within-between)=

@@ -86,8 +86,8 @@ def run_all(experiments: Sequence, store: str | Path | Store, workers: int = 1) 
 
 
 def cost(records: Sequence[dict]) -> tuple[float, str]:
-    """CPU-minutes the records took to compute (the sum of their seconds) and the machines
-    that computed them (their CPUs, each once)."""
+    """Minutes the records took to compute (the sum of their seconds: CPU-minutes for
+    single-threaded runs) and the machines that computed them (their CPUs, each once)."""
     minutes = sum(r["seconds"] for r in records) / 60
     cpus = ", ".join(sorted({r["machine"]["cpu"] for r in records})) or "no machine"
     return minutes, cpus
