@@ -552,6 +552,13 @@ class _Table:
     """A table of ``MaskDraws`` (field ``masks``): ``frames()`` computes it, ``compute``
     (``record.run``) keeps it as JSON, ``read`` gives the DataFrames back."""
 
+    def __post_init__(self):
+        check_types(self)
+        self.check()
+
+    def check(self) -> None:
+        """The table's own checks beyond its fields' types (none by default)."""
+
     def frames(self) -> dict[str, pd.DataFrame]:
         raise NotImplementedError
 
@@ -571,8 +578,7 @@ class WithinBetween(_Table):
     masks: MaskDraws = param(MaskDraws(), "the masks")
     permutations: int = param(20000, "label shufflings of each test")
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self) -> None:
         least = min_permutations(self.masks.cells())
         require(self.permutations >= least, self, "permutations",
                 f"an integer >= {least} (anatomy.min_permutations of "
@@ -591,8 +597,7 @@ class ScoreCorrelations(_Table):
     masks: MaskDraws = param(MaskDraws(), "the network, materials and criteria")
     draws: int = param(4, "draws of every material whose scores are rank-correlated")
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self) -> None:
         require(2 <= self.draws <= self.masks.draws, self, "draws",
                 f"an integer in 2..{self.masks.draws} (the masks' draws)")
 
@@ -609,9 +614,6 @@ class SynflowYardstick(_Table):
 
     masks: MaskDraws = param(MaskDraws(), "the masks")
 
-    def __post_init__(self):
-        check_types(self)
-
     def frames(self):
         return {"synflow": synflow_yardstick(self.masks.found(), self.masks.network(),
                                              seed=self.masks.seed)}
@@ -626,8 +628,7 @@ class LayerMaps(_Table):
     masks: MaskDraws = param(MaskDraws(), "the masks")
     sparsity: float = param(0.95, "the sparsity of the maps, one of the masks'")
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self) -> None:
         require(self.sparsity in self.masks.sparsities, self, "sparsity",
                 f"one of the masks' sparsities {self.masks.sparsities}")
 
@@ -647,8 +648,7 @@ class EffectiveSparsity(_Table):
     masks: MaskDraws = param(MaskDraws(), "the masks")
     draws: int = param(2, "draws whose effective sparsity is computed")
 
-    def __post_init__(self):
-        check_types(self)
+    def check(self) -> None:
         require(1 <= self.draws <= min(self.masks.counts().values()), self, "draws",
                 f"an integer in 1..{min(self.masks.counts().values())} (the fewest draws)")
 
@@ -686,9 +686,6 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
     control_draws = (2 if small else 10) if control_draws is None else control_draws
     if sparsities is None:
         sparsities = [0.9, 0.95] if small else [0.6, 0.8, 0.9, 0.95, 0.98]
-    config.check_integer("draws", draws, 2)
-    config.check_integer("control_draws", control_draws, 2)
-    config.check_integer("seed", seed, 0)
     for name, value in (("materials", materials), ("criteria", criteria)):
         config.check_parameter(value is None or isinstance(value, list | tuple), name, value,
                                "a list of labels" + (" or None" if name == "materials" else ""))
