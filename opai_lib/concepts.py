@@ -40,7 +40,7 @@ from torch import nn
 
 from opai_lib import data as data_mod
 from opai_lib import models
-from opai_lib.config import check_integer, check_types, param, require
+from opai_lib.config import check_integer, check_parameter, check_types, param, require
 from opai_lib.store import atomic_write, read_torch
 
 CACHE_FORMAT = 1  # part of every cache key: bump when what is stored changes
@@ -154,24 +154,107 @@ def reference_classifier(name: str = "resnet20", layer: str | None = None,
     ``layer3.1`` (inside the last stage: its output ``layer3`` feeds only global average
     pooling and a linear layer, so its gradient is the same for every image). It expects
     inputs normalised with ImageNet statistics (``models.PRETRAINED_NORMALIZATION``).
-    ``"imagenet_resnet50"``: torchvision's ResNet-50 with ImageNet weights from the file
-    ``weights`` (a state dict; nothing is downloaded), bottleneck ``layer4.1``.
+    Any other name is a torchvision classifier with ``weights`` (``torchvision_classifier``).
     """
     if name in models.PRETRAINED:
         model = models.load_pretrained(name)
         return Classifier(model.eval(), layer or "layer3.1", models.PRETRAINED_NORMALIZATION,
                           f"pretrained-{name}", fixed=True)
-    if name == "imagenet_resnet50":
-        if weights is None or not Path(weights).exists():
-            raise FileNotFoundError(f"ImageNet ResNet-50 weights {weights!r} not found; pass "
-                                    "weights=<path to torchvision's resnet50 state dict>")
-        model = models.get_model("imagenet_resnet50", num_classes=1000)
-        model.load_state_dict(torch.load(weights, map_location="cpu"))
-        return Classifier(model.eval(), layer or "layer4.1",
-                          (data_mod.IMAGENET_MEAN, data_mod.IMAGENET_STD),
-                          f"imagenet_resnet50-{Path(weights).name}")
-    raise ValueError(f"no reference classifier {name!r}; choose one of "
-                     f"{sorted(models.PRETRAINED) + ['imagenet_resnet50']}")
+    if weights is None:
+        raise ValueError(f"no reference classifier {name!r} without weights; choose one of "
+                         f"{sorted(models.PRETRAINED)}, or a torchvision classifier with its "
+                         "weights (e.g. 'resnet50', weights='IMAGENET1K_V1')")
+    return torchvision_classifier(name, weights, layer)
+
+
+# The bottleneck of a torchvision ResNet when no layer is given: a block inside the last
+# stage, not its last block (whose output feeds only pooling and the linear layer).
+TORCHVISION_LAYERS = {"resnet18": "layer4.0", "resnet34": "layer4.1", "resnet50": "layer4.1",
+                      "resnet101": "layer4.1", "resnet152": "layer4.1"}
+
+
+def _torchvision_weights(arch: str, weights: str | Path) -> tuple[dict, str, bool]:
+    """The state dict of ``weights`` for ``arch``, its name and whether the name alone
+    identifies it (torchvision's published weights)."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(arch)
+    if str(weights) in enum.__members__:
+        published = enum[str(weights)]  # DEFAULT resolves to its concrete name
+        try:
+            return published.get_state_dict(progress=False), published.name, True
+        except OSError as err:  # offline, and not in torch hub's cache
+            raise FileNotFoundError(
+                f"torchvision's {arch} weights {published.name} are not in torch hub's cache "
+                f"({torch.hub.get_dir()}/checkpoints) and could not be downloaded ({err}); put "
+                f"{Path(published.url).name} there") from err
+    path = Path(weights)
+    if not path.exists():
+        path = Path(torch.hub.get_dir()) / "checkpoints" / path.name
+    if not path.exists():
+        raise FileNotFoundError(
+            f"weights {str(weights)!r} of {arch} not found: allowed: a name of torchvision's "
+            f"{list(enum.__members__)}, a state-dict file, or a file name in "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints'}")
+    return torch.load(path, map_location="cpu"), path.name, False
+
+
+def torchvision_classifier(arch: str, weights: str | Path, layer: str | None = None
+                           ) -> Classifier:
+    """torchvision's classifier ``arch`` (any of ``torchvision.models.list_models``) at
+    ``layer`` (default: ``TORCHVISION_LAYERS``), inputs in ImageNet statistics.
+
+    ``weights``: a name of torchvision's published weights (``IMAGENET1K_V1``; read from torch
+    hub's cache, downloaded when online), or a state-dict file, as a path or a file name in
+    torch hub's ``checkpoints`` folder (``$TORCH_HOME``); its last linear layer sets the
+    number of classes. Its name, ``torchvision:<arch>:<weights>``, is how a run's material
+    names it (``named_classifier``).
+    """
+    import torchvision
+
+    archs = torchvision.models.list_models(module=torchvision.models)
+    check_parameter(arch in archs, "arch", arch, f"a torchvision classifier, one of {archs}")
+    check_parameter(layer is not None or arch in TORCHVISION_LAYERS, "layer", layer,
+                    f"a layer name (there is a default only for {sorted(TORCHVISION_LAYERS)})")
+    state, name, fixed = _torchvision_weights(arch, weights)
+    outputs = [t.shape[0] for t in state.values() if t.ndim == 2][-1]
+    model = torchvision.models.get_model(arch, weights=None, num_classes=outputs)
+    model.load_state_dict(state)
+    return Classifier(model.eval(), layer or TORCHVISION_LAYERS[arch],
+                      (data_mod.IMAGENET_MEAN, data_mod.IMAGENET_STD),
+                      f"torchvision:{arch}:{name}", fixed)
+
+
+CLASSIFIER_NAMES = ("'pretrained-<resnet20|32|44|56>@<layer>', "
+                    "'torchvision:<arch>:<weights>@<layer>'")
+
+
+def built_in_classifier(spec: str) -> bool:
+    """Whether ``spec`` (``name@layer``) names a classifier built without data: a
+    pretrained CIFAR-10 ResNet or a torchvision classifier with its weights."""
+    name, _, layer = spec.rpartition("@")
+    pretrained = name.startswith("pretrained-") and \
+        name.removeprefix("pretrained-") in models.PRETRAINED
+    return bool(layer) and (pretrained or (name.startswith("torchvision:")
+                                           and name.count(":") == 2))
+
+
+def named_classifier(spec: str, data) -> Classifier:
+    """The classifier a concept material names as ``name@layer`` (a ``Classifier``'s name
+    and layer): one of ``CLASSIFIER_NAMES``, or the default classifier of ``data`` (the
+    synthetic set's is trained on it)."""
+    name, _, layer = spec.rpartition("@")
+    if not built_in_classifier(spec):
+        clf = default_classifier(data)
+    elif name.startswith("pretrained-"):
+        clf = reference_classifier(name.removeprefix("pretrained-"), layer)
+    else:
+        _, arch, weights = name.split(":")
+        clf = torchvision_classifier(arch, weights, layer)
+    check_parameter(f"{clf.name}@{clf.layer}" == spec, "classifier", spec,
+                    f"{CLASSIFIER_NAMES}, or the default discovery's of {data.name} "
+                    f"({clf.name}@{clf.layer})")
+    return clf
 
 
 # ---------------------------------------------------------------------------------------
@@ -626,6 +709,8 @@ def fingerprint(*parts) -> str:
                 h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         elif torch.is_tensor(part):
             h.update(part.contiguous().numpy().tobytes())
+        elif isinstance(part, data_mod.FolderImages):
+            h.update(part.identity().encode())
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
@@ -685,9 +770,9 @@ class ConceptSet:
 
 
 def _check_image_set(data) -> None:
-    if not isinstance(data, data_mod.ImageSet):
-        raise ValueError("discovery needs an in-memory ImageSet (load_dataset of cifar10, "
-                         f"cifar100 or synthetic), got {type(data).__name__}")
+    if not isinstance(data, data_mod.IMAGE_SETS):
+        raise ValueError("discovery needs an ImageSet or ImageFolderSet (what load_dataset "
+                         f"returns), got {type(data).__name__}")
 
 
 def check_discovery(data: data_mod.ImageSet, classes, settings: ACESettings | None, seed: int,
@@ -852,15 +937,20 @@ def classifier_agreement(clf: Classifier, found: ConceptSet, label: int, n: int 
 # Defaults per dataset.
 
 CIFAR10_NAMES = ("CIFAR-10", data_mod.CIFAR10_JPEG_NAME)
+IMAGENET_NAMES = ("ImageNet", "ImageNet 64px")  # the names of data.FOLDER_SIZES' sets
+IMAGENET_CLASSIFIER = ("resnet50", "IMAGENET1K_V1")  # torchvision's, with its classic weights
 _TRAINED: dict[str, Classifier] = {}
 
 
 def default_classifier(data: data_mod.ImageSet) -> Classifier:
     """The reference classifier of a dataset: the pretrained ResNet-20 at ``layer3.1`` for
-    CIFAR-10; for the synthetic set, the tiny net trained on it for 2 epochs (seed 0, a few
-    seconds), at ``bn1``."""
+    CIFAR-10; torchvision's ResNet-50 with its ImageNet weights at ``layer4.1`` for ImageNet
+    (when torch hub's cache holds them or can download them); for the synthetic set, the
+    tiny net trained on it for 2 epochs (seed 0, a few seconds), at ``bn1``."""
     if data.name in CIFAR10_NAMES:
         return reference_classifier("resnet20")
+    if data.name in IMAGENET_NAMES:
+        return torchvision_classifier(*IMAGENET_CLASSIFIER)
     if data.name == "synthetic":
         from opai_lib.config import Recipe
         from opai_lib.train import train
@@ -886,9 +976,14 @@ def default_discovery(dataset: str) -> tuple[str, ACESettings]:
         return "pretrained-resnet20@layer3.1", ACESettings.for_image_size(32)
     if dataset == "synthetic":
         return "synthetic-tiny-2-epochs-seed-0@bn1", ACESettings(**SYNTHETIC_SETTINGS)
+    if dataset in data_mod.FOLDER_SIZES:
+        arch, weights = IMAGENET_CLASSIFIER
+        return f"torchvision:{arch}:{weights}@{TORCHVISION_LAYERS[arch]}", \
+            ACESettings.for_image_size(data_mod.FOLDER_SIZES[dataset])
     raise ValueError(f"no default concept discovery for dataset {dataset!r} (there is one for "
-                     "cifar10 and synthetic); discover concepts with your own Classifier and "
-                     "feed materials.make_material the ConceptSet")
+                     f"cifar10, synthetic and {sorted(data_mod.FOLDER_SIZES)}); name a "
+                     "classifier and ACE settings in the Material, or discover concepts with "
+                     "your own Classifier and feed materials.make_material the ConceptSet")
 
 
 def default_settings(data: data_mod.ImageSet) -> ACESettings:

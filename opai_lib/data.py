@@ -2,7 +2,8 @@
 
 Small datasets (CIFAR-10/100, the synthetic test set) live in memory as one uint8 tensor
 (N, H, W, C); batches are cut, cropped, flipped and normalised on tensors, with no
-per-image PIL work in the training loop. ImageNet is a folder read by torchvision.
+per-image PIL work in the training loop. ImageNet is a folder of files, read when a batch
+or an index asks for them (``ImageFolderSet``).
 
 Where CIFAR-10 comes from, in order: ``$OPAI_DATA_DIR`` when it is set (and then only
 there); otherwise the offline copy "CIFAR-10 (JPEG q75)" in ``../shared/data``; otherwise
@@ -12,8 +13,10 @@ not "unset". ``data/README.md`` gives every source with its checksum and licence
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from opai_lib.config import check_integer
 from opai_lib.registry import Registry
@@ -278,28 +282,125 @@ def synthetic(train: bool, num_classes: int = 10, per_class: int = SYNTHETIC_PER
                     (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
+class FolderImages:
+    """The images of an ``ImageFolderSet`` seen as one (N, size, size, 3) uint8 tensor, of
+    which only the rows indexed are read: what materials and concept discovery index."""
+
+    def __init__(self, paths: list[str], size: int):
+        self.paths, self.size = paths, size
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), self.size, self.size, 3)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, indices) -> torch.Tensor:
+        """Images ``indices`` (a 1-d tensor or array of indices) as (B, size, size, 3)."""
+        rows = torch.as_tensor(indices).reshape(-1).tolist()
+        return torch.stack([decode(self.paths[i], self.size) for i in rows]) if rows else \
+            torch.empty((0, self.size, self.size, 3), dtype=torch.uint8)
+
+    def identity(self) -> str:
+        """What a cache key holds of these images: side, file names and byte sizes (not the
+        folder, so a copy elsewhere keys the same)."""
+        return json.dumps([self.size, [(str(Path(p).relative_to(Path(p).parents[1])),
+                                         os.path.getsize(p)) for p in self.paths]])
+
+
+def _eval_transform(size: int):
+    """ImageNet's evaluation view at side ``size``: shorter side to size * 8/7 (256 for
+    224), centre crop."""
+    import torchvision.transforms as T
+
+    return T.Compose([T.Resize(round(size * 8 / 7)), T.CenterCrop(size)])
+
+
+def decode(path: str, size: int) -> torch.Tensor:
+    """One image file as (size, size, 3) uint8, in the evaluation view."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        view = _eval_transform(size)(image.convert("RGB"))
+    return torch.from_numpy(np.array(view, dtype=np.uint8))
+
+
+class _Files(Dataset):
+    """Files and labels as a torch Dataset of normalised (3, size, size) tensors."""
+
+    def __init__(self, paths: list[str], labels: list[int], transform):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as image:
+            return self.transform(image.convert("RGB")), self.labels[i]
+
+
 @dataclass
 class ImageFolderSet:
-    """A dataset too large for memory: ``root/{train,val}/<class>/*`` read by torchvision."""
+    """A dataset too large for memory: image files ``<split>/<class>/*`` read when a batch
+    or an index asks for them, at side ``size`` (224 for ImageNet). It answers what an
+    ImageSet answers (``len``, ``labels``, ``classes``, ``num_classes``, ``images``,
+    ``subset``), so runs, materials and concept discovery take either."""
 
-    root: Path
-    train: bool
+    paths: list[str]
+    labels: torch.Tensor
+    classes: list[str]
+    size: int = 224
     name: str = "ImageNet"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
-    def folder(self, augment: bool):
-        """The split as a torchvision ImageFolder; random crops and flips when ``augment``."""
-        import torchvision.datasets as tvd
+    def __post_init__(self):
+        check_integer("size", self.size, 8)
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} files but {len(self.labels)} labels")
+
+    @classmethod
+    def scan(cls, split: Path, size: int = 224, name: str = "ImageNet") -> ImageFolderSet:
+        """Every image of ``split/<class>/``, classes in alphabetical order."""
+        from torchvision.datasets import folder
+
+        classes, index = folder.find_classes(str(split))
+        samples = folder.make_dataset(str(split), index, extensions=folder.IMG_EXTENSIONS)
+        return cls([p for p, _ in samples], torch.tensor([k for _, k in samples]), classes,
+                   size, name)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def images(self) -> FolderImages:
+        return FolderImages(self.paths, self.size)
+
+    def subset(self, indices: torch.Tensor) -> ImageFolderSet:
+        return dataclasses.replace(self, paths=[self.paths[i] for i in indices.tolist()],
+                                   labels=self.labels[indices])
+
+    def folder(self, augment: bool) -> Dataset:
+        """The files as a torch Dataset; random-resized crops and flips when ``augment``."""
         import torchvision.transforms as T
 
-        tf = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if augment else \
-            [T.Resize(256), T.CenterCrop(224)]
-        tf = T.Compose([*tf, T.ToTensor(), T.Normalize(self.mean, self.std)])
-        return tvd.ImageFolder(str(self.root / ("train" if self.train else "val")), tf)
+        view = T.Compose([T.RandomResizedCrop(self.size), T.RandomHorizontalFlip()]) \
+            if augment else _eval_transform(self.size)
+        tf = T.Compose([view, T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return _Files(self.paths, self.labels.tolist(), tf)
 
 
-def _imagenet(train: bool, download: bool) -> ImageFolderSet:
+IMAGE_SETS = (ImageSet, ImageFolderSet)  # what load_dataset returns
+
+
+def _imagenet(train: bool, download: bool, size: int) -> ImageFolderSet:
     root = env_dir("OPAI_IMAGENET_DIR")
     if root is None and (user_dir := env_dir("OPAI_DATA_DIR")) is not None:
         root = user_dir / "imagenet"
@@ -312,20 +413,25 @@ def _imagenet(train: bool, download: bool) -> ImageFolderSet:
         raise DataUnavailable(f"ImageNet folder {split} not found (ImageNet cannot be downloaded "
                               "automatically). Set OPAI_IMAGENET_DIR to a folder with "
                               "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG.")
-    return ImageFolderSet(root, train)
+    return ImageFolderSet.scan(split, size, "ImageNet" if size == 224 else f"ImageNet {size}px")
 
 
 DATASETS = Registry("dataset")
 DATASETS.add("cifar10", lambda train, download: _load_cifar(False, train, download))
 DATASETS.add("cifar100", lambda train, download: _load_cifar(True, train, download))
 DATASETS.add("synthetic", lambda train, download: synthetic(train))
-DATASETS.add("imagenet", _imagenet)
+# Image folders and the side their images are read at: ImageNet's 224, and the same folder
+# at 64 px (the scale of Chrabaszcz et al.'s downsampled ImageNet: runs that fit a CPU).
+FOLDER_SIZES = {"imagenet": 224, "imagenet64": 64}
+for _name, _size in FOLDER_SIZES.items():
+    DATASETS.add(_name, lambda train, download, size=_size: _imagenet(train, download, size))
 
 # Images per class of each registered dataset, (train, test), known without reading it;
 # None where only reading the data tells (ImageNet's classes differ in size).
 PER_CLASS: dict[str, tuple[int, int] | None] = {
     "cifar10": (5000, 1000), "cifar100": (500, 100),
-    "synthetic": (SYNTHETIC_PER_CLASS, SYNTHETIC_PER_CLASS), "imagenet": None}
+    "synthetic": (SYNTHETIC_PER_CLASS, SYNTHETIC_PER_CLASS), "imagenet": None,
+    "imagenet64": None}
 
 
 def max_per_class(dataset: str, split: str) -> int | None:
@@ -434,5 +540,5 @@ def batches(data, batch_size: int, train: bool, seed: int = 0, device="cpu",
         if world > 1 else None
     g = torch.Generator().manual_seed(seed)
     return DataLoader(folder, batch_size // world, shuffle=train and sampler is None,
-                      sampler=sampler, num_workers=workers, drop_last=train, generator=g,
-                      pin_memory=torch.cuda.is_available())
+                      sampler=sampler, num_workers=min(workers, os.cpu_count() or 1),
+                      drop_last=train, generator=g, pin_memory=torch.cuda.is_available())

@@ -23,7 +23,8 @@ augmentation (``data.augment_crop_flip``), ``y`` the class labels grouped by cla
 
 Concept materials are drawn from a ``concepts.ConceptSet``; without one, the cached
 discovery with the dataset's default classifier (``concepts.discover_default``: for
-CIFAR-10 the pretrained ResNet-20 at ``layer3.1``) is used.
+CIFAR-10 the pretrained ResNet-20 at ``layer3.1``) is used. A run's ``Material`` names its
+discovery (classifier and ACE settings), the dataset's default unless given.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 
 from opai_lib import concepts as concepts_mod
 from opai_lib import data as data_mod
-from opai_lib.config import check_integer, check_types, param, require
+from opai_lib.config import check_integer, check_parameter, check_types, param, require
 from opai_lib.registry import Registry
 
 MATERIALS = Registry("material")
@@ -239,8 +240,8 @@ def make_material(name: str, data: data_mod.ImageSet, per_class: int, seed: int,
     Super Stitching's coverage threshold.
     """
     build = MATERIALS.get(name)
-    if not isinstance(data, data_mod.ImageSet):
-        raise ValueError(f"data must be an in-memory ImageSet, got {type(data).__name__}")
+    if not isinstance(data, data_mod.IMAGE_SETS):
+        raise ValueError(f"data must be an ImageSet or ImageFolderSet, got {type(data).__name__}")
     for arg, value, low in [("per_class", per_class, 1), ("top", top, 1), ("seed", seed, 0)]:
         check_integer(arg, value, low)
     if not (isinstance(sigma, (int, float)) and 0 < sigma <= 1):
@@ -267,8 +268,8 @@ class Material:
     examples of every class, of material ``name``, drawn with the run's seed.
 
     Options a material does not read stay None (an error if given), so two runs that differ
-    only there share one key. ``for_dataset`` fills what the dataset decides: the concept
-    test and the identity of the discovery (classifier and ACE settings).
+    only there share one key. ``for_dataset`` fills what the dataset decides unless given:
+    the identity of the discovery (classifier and ACE settings) and the concept test.
     """
 
     name: str = param("image", "see MATERIALS.names()")
@@ -279,8 +280,11 @@ class Material:
                                 "(default 0.5; the paper also uses 0.75)")
     test: str | None = param(None, "concept materials: the test a concept passes ('null', "
                              "'ttest', 'none'; default: the discovery settings')")
-    classifier: str | None = param(None, "concept materials: the discovery's classifier@layer")
-    ace: concepts_mod.ACESettings | None = param(None, "concept materials: the ACE settings")
+    classifier: str | None = param(None, "concept materials: the discovery's classifier as "
+                                   "name@layer (concepts.named_classifier); None: the "
+                                   "dataset's default")
+    ace: concepts_mod.ACESettings | None = param(None, "concept materials: the ACE settings; "
+                                                 "None: the dataset's default")
 
     def __post_init__(self):
         check_types(self)
@@ -307,31 +311,30 @@ class Material:
 
     def for_dataset(self, dataset: str) -> Material:
         """This material with what ``dataset`` decides filled in: for concept materials the
-        default discovery (``concepts.default_discovery``; a run draws from no other) and,
-        unless given, the test its settings name."""
+        classifier and ACE settings left None (``concepts.default_discovery``) and, unless
+        given, the test those settings name."""
         if self.name not in CONCEPT_MATERIALS:
             return self
-        classifier, ace = concepts_mod.default_discovery(dataset)
-        for name, default in [("classifier", classifier), ("ace", ace)]:
-            require(getattr(self, name) in (None, default), self, name,
-                    f"None or the default discovery's of {dataset} "
-                    f"(concepts.default_discovery): a run draws concepts from no other")
+        classifier, ace = self.classifier, self.ace
+        if ace is None or not concepts_mod.built_in_classifier(classifier or ""):
+            default = concepts_mod.default_discovery(dataset)
+            check_parameter(classifier in (None, default[0])
+                            or concepts_mod.built_in_classifier(classifier),
+                            "Material.classifier", classifier,
+                            f"None, {concepts_mod.CLASSIFIER_NAMES}, or the default "
+                            f"discovery's of {dataset} ({default[0]})")
+            classifier, ace = classifier or default[0], ace or default[1]
         return dataclasses.replace(self, classifier=classifier, ace=ace,
                                    test=self.test or ace.material_test)
 
     def make(self, data: data_mod.ImageSet, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches; concept materials draw from the dataset's default discovery, which
-        must still be the one this material names (the code's defaults may have changed)."""
+        """The batches; concept materials draw from the discovery this material names
+        (``concepts.named_classifier`` with its ACE settings; cached)."""
         options = {}
         if self.name in CONCEPT_MATERIALS:
-            found = concepts_mod.discover_default(data)
-            named = f"{found.classifier}@{found.layer}"
-            if named != self.classifier or found.settings != self.ace:
-                raise ValueError(f"this material names the discovery {self.classifier} with "
-                                 f"its settings, but the default discovery of {data.name} is "
-                                 f"now {named}"
-                                 + ("" if found.settings == self.ace else " with other settings"))
-            options = dict(concepts=found, top=self.top, test=self.test)
+            clf = concepts_mod.named_classifier(self.classifier, data)
+            options = dict(concepts=concepts_mod.discover(clf, data, settings=self.ace),
+                           top=self.top, test=self.test)
         if self.sigma is not None:
             options["sigma"] = self.sigma
         x, y = make_material(self.name, data, self.per_class * self.batches, seed, **options)

@@ -260,11 +260,6 @@ def open_store(store: str | Path | Store) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
-def _image_size(images) -> int:
-    """Side of the images a model sees: an in-memory set's, else ImageNet's 224 crop."""
-    return images.images.shape[1] if isinstance(images, data.ImageSet) else 224
-
-
 def _compute(cfg: RunConfig, store: Store) -> tuple[dict, dict | None]:
     """Train and evaluate ``cfg``: its record and its packed mask."""
     t0 = time.perf_counter()
@@ -285,7 +280,7 @@ def _compute(cfg: RunConfig, store: Store) -> tuple[dict, dict | None]:
                       precision=recipe.precision)
     record = {
         "key": cfg.key(), "config": dataclasses.asdict(cfg), **result,
-        **(masks.diagnostics(mask, models.stages(model, _image_size(train_set))) if mask
+        **(masks.diagnostics(mask, models.stages(model, train_set.images.shape[1])) if mask
            else {"density": 1.0}),
         "mask_shapes": {n: list(m.shape) for n, m in mask.items()} if mask else {},
         "mask_sha256": mask_sha256(mask) if mask else None,

@@ -84,11 +84,36 @@ def test_unknown_layer_is_an_error_naming_layers():
         C.Classifier(models.get_model("resnet20", width=0.25), "layer9", NORM, "r20")
 
 
-def test_imagenet_classifier_needs_its_weights_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="weights"):
-        C.reference_classifier("imagenet_resnet50", weights=tmp_path / "missing.pth")
-    with pytest.raises(ValueError, match="no reference classifier 'vgg'"):
+def test_imagenet_classifier_needs_its_weights_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="weights '.*missing.pth' of resnet50 not found"):
+        C.reference_classifier("resnet50", weights=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="no reference classifier 'vgg' without weights"):
         C.reference_classifier("vgg")
+    with pytest.raises(ValueError, match="arch = 'vgg'; allowed: a torchvision classifier"):
+        C.reference_classifier("vgg", weights="x.pth")
+    with pytest.raises(ValueError, match="layer = None; allowed: a layer name"):
+        C.reference_classifier("vgg11", weights="x.pth")
+
+
+def test_any_torchvision_classifier_from_a_weights_file(tmp_path, monkeypatch):
+    """A state dict in torch hub's checkpoints folder, found by file name; its last linear
+    layer sets the classes, and the name a material uses builds the same classifier."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    trained = torchvision.models.mobilenet_v3_small(num_classes=3)
+    torch.save(trained.state_dict(), tmp_path / "hub" / "checkpoints" / "mine.pth")
+    clf = C.reference_classifier("mobilenet_v3_small", "features.6", "mine.pth")
+    assert (clf.name, clf.layer, clf.fixed) == ("torchvision:mobilenet_v3_small:mine.pth",
+                                                "features.6", False)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(clf.model(x), trained.eval()(x)) and clf.model(x).shape == (2, 3)
+    again = C.named_classifier(f"{clf.name}@{clf.layer}", data.synthetic(train=True))
+    assert C.fingerprint(again.model) == C.fingerprint(clf.model)
+    with pytest.raises(ValueError, match="no layer 'features.99'"):
+        C.reference_classifier("mobilenet_v3_small", "features.99", "mine.pth")
 
 
 def test_whole_image_negatives_are_training_images():
@@ -320,9 +345,9 @@ def test_classifier_must_fit_the_images_and_classes(no_compute):
     gray = C.Classifier(models.TinyConvNet(in_channels=1).eval(), "bn1", NORM, "gray")
     with pytest.raises(ValueError, match="images have 3 channels; classifier 'gray' takes 1"):
         C.discover(gray, train, [0], settings)
-    with pytest.raises(ValueError, match="discovery needs an in-memory ImageSet"):
+    with pytest.raises(ValueError, match="discovery needs an ImageSet or ImageFolderSet"):
         C.discover(five, "train", [0], settings)
-    with pytest.raises(ValueError, match="discovery needs an in-memory ImageSet"):
+    with pytest.raises(ValueError, match="discovery needs an ImageSet or ImageFolderSet"):
         C.discover_default("train")
     with pytest.raises(ValueError, match=r"classes must be class indices in 0\.\.9"):
         C.discover_class(five, train, 12, None, settings, seed=0)

@@ -69,9 +69,8 @@ def test_a_change_of_the_default_discovery_changes_the_key(monkeypatch):
     monkeypatch.setattr(concepts, "default_discovery", lambda dataset: (classifier, changed))
     again = RunConfig(method="snip", sparsity=0.9, material=Material("dop"))
     assert again.material.ace == changed and again.key() != cfg.key()
-    # a material naming the old settings is no run of the new defaults
-    with pytest.raises(ValueError, match="Material.ace"):
-        RunConfig(method="snip", sparsity=0.9, material=cfg.material)
+    # a material naming the old settings stays the run it was (its discovery is named)
+    assert RunConfig(method="snip", sparsity=0.9, material=cfg.material).key() == cfg.key()
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -88,7 +87,7 @@ def test_a_change_of_the_default_discovery_changes_the_key(monkeypatch):
           material=Material("image", per_class=10, batches=3)),
      "at most 20 training images per class"),
     (dict(method="snip", sparsity=0.9, material=Material("dop", classifier="mine@layer1")),
-     "Material.classifier = 'mine@layer1'; allowed: None or the default discovery's"),
+     "Material.classifier = 'mine@layer1'; allowed: None, 'pretrained-"),
     (dict(method="snip", sparsity=0.9, dataset="cifar100", material=Material("dop")),
      "no default concept discovery for dataset 'cifar100'"),
     (dict(seed=-1), "RunConfig.seed"),
@@ -218,7 +217,10 @@ def test_a_concept_material_run_draws_from_the_named_discovery():
     model = models.get_model("tiny", seed=0)
     mask = study.make_mask(cfg, model, train_set)
     assert masks.density(mask)["total"] == pytest.approx(0.2, abs=1e-3)
-    # a material whose named discovery is not the dataset's default is refused
+    # a material naming a classifier that is neither built in nor the default is refused
     other = dataclasses.replace(cfg.material, classifier="someone-else@layer1")
-    with pytest.raises(ValueError, match="default discovery of synthetic"):
+    with pytest.raises(ValueError, match="classifier = 'someone-else@layer1'.*default "
+                       "discovery's of synthetic"):
         other.make(train_set, cfg.seed)
+    with pytest.raises(ValueError, match="Material.classifier = 'torchvision:resnet50@x'"):
+        Material("dop", classifier="torchvision:resnet50@x").for_dataset("synthetic")
