@@ -1,5 +1,8 @@
-"""Command line: ``python -m opai_lib sweep|fold|verify|compare|params``.
+"""Command line: ``python -m opai_lib run|sweep|show|fold|verify|compare|params``.
 
+``run`` computes one run, given by its options at a profile's scale, into a store (or reads
+it back when it is there) and prints it; ``show`` prints a stored record, or one line per
+record of a store.
 ``sweep EXPERIMENT`` computes the runs of one chapter's grid (``opai_lib.experiments``) into
 the profile's store, decisive cells first; ``--shard I/N`` takes every N-th run from the
 I-th, so N machines sharing the store (or not) split a chapter. ``fold`` folds papermill's
@@ -12,6 +15,7 @@ notebook parameter as a Markdown table (``opai_lib.parameters``), or writes it i
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -82,6 +86,56 @@ def sweep(args) -> int:
     return 0
 
 
+def _line(record: dict) -> str:
+    """One record in one line: a run's key, what it ran and its accuracy; another record's
+    (an experiment of ``opai_lib.record``) key and fields."""
+    c = record.get("config", {})
+    if "method" not in c:
+        return f"{record['key']}  {', '.join(sorted(set(record) - {'key'}))}"
+    material = (c.get("material") or {}).get("name", "-")
+    return (f"{record['key']}  {c['model']:<18} {c['method']:<14} {material:<16} "
+            f"s={c['sparsity']:<6g} seed {c['seed']:<3} accuracy {record['accuracy']:.4f}  "
+            f"density {record['density']:.4f}  {record['seconds']:.0f} s")
+
+
+def run(args, parser) -> int:
+    """Compute one run into the store (or read it back) and print its line; bad options
+    stop before any compute."""
+    profile = config.get_profile(args.profile)
+    fields = dict(model=args.model, method=args.method, sparsity=args.sparsity, seed=args.seed)
+    if args.dataset is not None:
+        fields["dataset"] = args.dataset
+    try:
+        cfg = study.config_from_profile(profile, args.material, **fields)
+    except ValueError as err:
+        parser.error(str(err))
+    store = args.store or study.store_dir(profile.name)
+    print(_line(study.run(cfg, store)))
+    return 0
+
+
+def show(args) -> int:
+    """A stored record as JSON (``--key``), else one line per record of the store."""
+    store = study.open_store(args.store)
+    if args.key is not None:
+        record = store.read(args.key)
+        if record is None:
+            print(f"no record {args.key!r} in {args.store}", file=sys.stderr)
+            return 1
+        print(json.dumps(record, indent=1, sort_keys=True))
+        return 0
+    records = [r for r in (store.read(k) for k in store.finished()) if r is not None]
+    print(f"{args.store}: {len(records)} records")
+    def order(r: dict) -> tuple:  # runs by method, sparsity and seed; other records after
+        c = r.get("config", {})
+        return ("method" not in c, c.get("method", ""), c.get("sparsity", 0),
+                c.get("seed", 0), r["key"])
+
+    for r in sorted(records, key=order):
+        print(f"  {_line(r)}")
+    return 0
+
+
 def params(args) -> int:
     """Print every notebook parameter as a Markdown table, or write it into a file's
     generated block."""
@@ -116,6 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--workers", type=int, default=2, help="single-threaded processes")
     w.add_argument("--store", default=None, help="store folder (default: the profile's)")
     w.add_argument("--list", action="store_true", help="list the missing runs, compute none")
+    r = sub.add_parser("run", help="compute one run (or read it back) and print it")
+    r.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
+    r.add_argument("--dataset", default=None, help="the profile's dataset unless given")
+    r.add_argument("--model", default="resnet20")
+    r.add_argument("--method", default="dense", help="a name of methods.METHODS")
+    r.add_argument("--sparsity", type=float, default=0.0)
+    r.add_argument("--material", default=None,
+                   help="what a data-dependent criterion is fed (default: image)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--store", default=None, help="store folder (default: the profile's)")
+    s = sub.add_parser("show", help="a stored record, or a line per record of a store")
+    s.add_argument("store", help="store folder")
+    s.add_argument("--key", default=None, help="print this record in full (JSON)")
     f = sub.add_parser("fold", help="fold papermill's injected-parameters cell of notebooks")
     f.add_argument("notebooks", nargs="+")
     v = sub.add_parser("verify", help="re-run N random records of the published record")
@@ -130,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", metavar="FILE", default=None,
                    help="replace the generated table in FILE (book/reproduce.md), print nothing")
     args = parser.parse_args(argv)
-    if args.command == "sweep":
-        return sweep(args)
+    if args.command == "run":
+        return run(args, parser)
+    if args.command in ("show", "sweep"):
+        return {"show": show, "sweep": sweep}[args.command](args)
     if args.command == "params":
         return params(args)
     if args.command == "fold":
