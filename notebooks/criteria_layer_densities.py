@@ -52,7 +52,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from opai_lib import config, criteria, data, models, parameters, plots, prune
+from opai_lib import config, criteria, data, methods, models, parameters, plots, prune
 
 parameters.check(globals())
 P = config.get_profile(profile)
@@ -79,14 +79,15 @@ print(f"profile {P.name}: {model_name} (width {P.width}, seed {seed}), {n_weight
 
 # %%
 found, seconds = {}, {}
+options = {name: methods.profile_options(P, name, on_collapse="allow") for name in names}
 for name in names:
     t0 = time.perf_counter()
     found[name] = prune.prune_at_init(model, name, material, sparsity, seed=seed,
-                                      on_collapse="allow")
+                                      options=options[name])
     seconds[name] = time.perf_counter() - t0
 densities = pd.DataFrame({name: prune.density_report(m)["density"] for name, m in found.items()})
-rounds = {name: criteria.CRITERIA.get(name).options().rounds for name in names}
-scopes = {name: criteria.CRITERIA.get(name).options().scope for name in names}
+rounds = {name: o.rounds for name, o in options.items()}
+scopes = {name: o.scope for name, o in options.items()}
 pd.DataFrame({"scope": scopes, "rounds": rounds, "seconds": seconds,
               "empty layers": {n: int((densities[n].drop("total") == 0).sum()) for n in names}})
 

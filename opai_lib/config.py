@@ -245,9 +245,13 @@ class Profile:
     seeds: tuple = param((0,), "seeds of repeated runs, paired across methods")
     recipe: Recipe = param(Recipe(), "training recipe")
     device: str = param("cpu", "torch device", ("cpu", "cuda"))
+    max_rounds: int = param(0, "the most pruning rounds of an iterative criterion (SynFlow, "
+                            "Iterative SNIP, FORCE); 0: each criterion's own (see "
+                            "methods.profile_options)")
 
     def __post_init__(self):
         check_types(self)
+        require(self.max_rounds >= 0, self, "max_rounds", "an integer >= 0 (0: no cap)")
         require(self.train_per_class >= 0 and self.test_per_class >= 0, self,
                 "train_per_class", "an integer >= 0")
         require(self.score_per_class >= 1, self, "score_per_class", "an integer >= 1")
@@ -256,9 +260,11 @@ class Profile:
 
 
 PROFILES = {
-    # Seconds per notebook: synthetic images, one short epoch. Used by the tests.
+    # Seconds per notebook: synthetic images, one short epoch, iterative criteria in 5
+    # rounds (FORCE's 60 took 41 s of the criteria chapter). Used by the tests.
     "smoke": Profile("smoke", "synthetic", score_per_class=4, width=0.25, seeds=(0,),
-                     recipe=Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant")),
+                     recipe=Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant"),
+                     max_rounds=5),
     # The default of `make book` and the published record: real CIFAR-10 (JPEG q75), a
     # 2,000-image-per-class subset, short cosine schedules in fp32 (portable: every CPU can
     # check the record). The recipe won benchmarks/recipe_pilot.py (dense ResNet-20 67.2 %

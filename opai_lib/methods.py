@@ -8,13 +8,14 @@ and says whether it feeds data to a criterion. ``Method.mask`` is the one place 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
 from opai_lib import criteria, expanders, masks, prune
-from opai_lib.config import build
+from opai_lib.config import Profile, build, options_of
 from opai_lib.registry import Registry
 
 EXPANDER_PREFIX = "expander:"
@@ -65,3 +66,14 @@ for _name in expanders.GENERATORS.names():
     METHODS.add(EXPANDER_PREFIX + _name, Method(EXPANDER_PREFIX + _name, "expander",
                                                 expanders.ExpanderOptions, False, _name))
 
+
+
+def profile_options(profile: Profile, method: str, options=None, **kwargs):
+    """The options of ``method`` (``options``, or built from ``kwargs``) at ``profile``'s
+    scale: an iterative criterion runs at most ``profile.max_rounds`` rounds (0: no cap), so
+    the smoke profile's runs take seconds."""
+    options = options_of(METHODS.get(method).options_class, options, kwargs, method)
+    rounds = getattr(options, "rounds", 1)
+    if profile.max_rounds and rounds > profile.max_rounds:
+        options = dataclasses.replace(options, rounds=profile.max_rounds)
+    return options

@@ -38,7 +38,7 @@ from opai_lib.config import (
     require,
 )
 from opai_lib.materials import Material
-from opai_lib.methods import METHODS
+from opai_lib.methods import METHODS, profile_options
 from opai_lib.store import Store
 from opai_lib.store import sweep as store_sweep
 from opai_lib.train import evaluate, train
@@ -157,8 +157,9 @@ class RunConfig:
 
 def config_from_profile(profile: Profile, material: str | Material | None = None,
                         **fields) -> RunConfig:
-    """A RunConfig at the scale of ``profile`` (its data, width, recipe, device). A
-    ``material`` given by name gets the profile's ``score_per_class`` examples per class."""
+    """A RunConfig at the scale of ``profile`` (its data, width, recipe, device, the most
+    rounds of an iterative criterion). A ``material`` given by name gets the profile's
+    ``score_per_class`` examples per class."""
     if material is None and METHODS.get(fields.get("method", "dense")).needs_data:
         material = "image"
     if isinstance(material, str):  # less_patch is one patch per class by definition
@@ -167,6 +168,8 @@ def config_from_profile(profile: Profile, material: str | Material | None = None
     base = dict(dataset=profile.dataset, train_per_class=profile.train_per_class,
                 test_per_class=profile.test_per_class, width=profile.width,
                 recipe=profile.recipe, device=profile.device)
+    fields["options"] = profile_options(profile, fields.get("method", "dense"),
+                                        fields.get("options"))
     return RunConfig(**{**base, **fields, "material": material})
 
 

@@ -224,3 +224,18 @@ def test_a_concept_material_run_draws_from_the_named_discovery():
         other.make(train_set, cfg.seed)
     with pytest.raises(ValueError, match="Material.classifier = 'torchvision:resnet50@x'"):
         Material("dop", classifier="torchvision:resnet50@x").for_dataset("synthetic")
+
+
+def test_the_smoke_profile_caps_iterative_criteria_rounds():
+    smoke, cpu = config.get_profile("smoke"), config.get_profile("cpu")
+    assert smoke.max_rounds == 5 and cpu.max_rounds == 0
+    for method, own in [("synflow", 100), ("iter_snip", 60), ("force", 60), ("snip", 1)]:
+        at_smoke = study.config_from_profile(smoke, model="tiny", method=method, sparsity=0.9)
+        at_cpu = study.config_from_profile(cpu, method=method, sparsity=0.9)
+        assert (at_smoke.options.rounds, at_cpu.options.rounds) == (min(own, 5), own)
+        assert at_cpu.options == METHODS.get(method).options()  # the record's keys stay
+    fewer = criteria.SynflowOptions(rounds=3)
+    assert study.config_from_profile(smoke, method="synflow", sparsity=0.9,
+                                     options=fewer).options == fewer
+    with pytest.raises(ValueError, match="Profile.max_rounds"):
+        config.get_profile("smoke", max_rounds=-1)
