@@ -103,8 +103,8 @@ def run(args, parser) -> int:
     stop before any compute."""
     profile = config.get_profile(args.profile)
     fields = dict(model=args.model, method=args.method, sparsity=args.sparsity, seed=args.seed)
-    if args.dataset is not None:
-        fields["dataset"] = args.dataset
+    fields.update({k: getattr(args, k) for k in ("dataset", "device")
+                   if getattr(args, k) is not None})
     try:
         cfg = study.config_from_profile(profile, args.material, **fields)
     except ValueError as err:
@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="compute one run (or read it back) and print it")
     r.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
     r.add_argument("--dataset", default=None, help="the profile's dataset unless given")
+    r.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="the profile's device unless given")
     r.add_argument("--model", default="resnet20")
     r.add_argument("--method", default="dense", help="a name of methods.METHODS")
     r.add_argument("--sparsity", type=float, default=0.0)

@@ -47,7 +47,8 @@ def test_run_computes_one_run_into_the_store_then_reads_it_back(tmp_path, capsys
     (["--method", "snipp"], "unknown method 'snipp'"),
     (["--sparsity", "1"], "RunConfig.sparsity"),
     (["--material", "dopp"], "unknown material 'dopp'"),
-    (["--dataset", "mnist"], "unknown dataset 'mnist'")])
+    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'")])
 def test_run_refuses_bad_options_before_any_compute(tmp_path, capsys, option, message):
     with pytest.raises(SystemExit) as exc:
         cli.main([*RUN, *option, "--store", str(tmp_path)])
@@ -76,3 +77,22 @@ def test_the_module_runs_as_a_command(tmp_path):
     out = subprocess.run([sys.executable, "-m", "opai_lib", *RUN, "--store", str(tmp_path)],
                          capture_output=True, text=True, check=True).stdout
     assert out.startswith(expected_config().key())
+
+
+def test_run_options_override_the_profiles_dataset_and_device(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def fake_run(cfg, store):
+        seen.append((cfg, store))
+        return {"key": cfg.key(), "config": dataclasses.asdict(cfg), "accuracy": 0.5,
+                "density": 0.1, "seconds": 1.0}
+
+    monkeypatch.setattr(study, "run", fake_run)
+    assert cli.main(["run", "--profile", "imagenet", "--dataset", "imagenet64", "--device",
+                     "cpu", "--model", "imagenet_resnet50", "--method", "snip", "--sparsity",
+                     "0.9", "--store", str(tmp_path)]) == 0
+    (cfg, where), = seen
+    assert (cfg.dataset, cfg.device, cfg.model, where) == ("imagenet64", "cpu",
+                                                           "imagenet_resnet50", str(tmp_path))
+    assert cfg.recipe.epochs == 120 and cfg.recipe.precision in ("fp32", "bf16")
+    assert capsys.readouterr().out.startswith(cfg.key())
