@@ -1,10 +1,16 @@
-"""Training throughput of ResNet-20 on CIFAR-sized batches: dense and masked at 90 %, in fp32
-and (on a CPU with native bf16, or CUDA) in bf16 autocast.
+"""Training throughput of ResNet-20 on CIFAR-sized batches against the machine's own limits.
 
-Prints the CPU, the precision the cpu profile and ``precision="auto"`` resolve to here, and
-images per second for each setting (batch 128, channels-last), the median of ``--repeats``
-interleaved measurements in one process.
-Usage: python benchmarks/train_throughput.py [--steps N] [--repeats R] [--threads T]
+For each thread count: plain PyTorch (a bare channels-last fp32 SGD loop, the yardstick),
+the project's training step (``train.train``) dense and with a 90 % mask, in fp32, and in
+bf16 autocast where this machine computes bf16 natively; the ratios project/plain and
+masked/dense; the fp32 matrix-multiply rate (GFLOP/s of a 1024 x 1024 product) and the
+ceiling it implies for training, rate / (3 x 2 x multiply-adds of one image: forward and a
+backward of twice its cost), and the fraction of that ceiling the project reaches.
+
+Images per second are the median of ``--repeats`` measurements, all settings interleaved
+in one process, each warmed up once before (oneDNN builds its kernels on first use). Run it
+on an idle machine: wall time is what is measured.
+Usage: python benchmarks/train_throughput.py [--steps N] [--repeats R] [--threads 1,2]
 """
 
 import argparse
@@ -12,50 +18,90 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
-from opai_lib import config, data, masks, models, prune
+from opai_lib import config, data, filters, masks, models, prune
 from opai_lib.config import Recipe
 from opai_lib.train import train
 
+BATCH = 128
 
-def images_per_second(density: float, precision: str, batches, device: str) -> float:
+
+def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return repeats * 2 * size ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+def plain_pytorch(batches):
+    """One epoch of a bare loop: channels-last ResNet-20, SGD with momentum, no mask."""
+    model = models.get_model("resnet20", seed=0).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    def epoch():
+        for x, y in batches:
+            loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return epoch
+
+
+def project(batches, density: float, precision: str):
+    """One epoch of ``train.train`` (a 90 % random mask when density is 0.1)."""
     model = models.get_model("resnet20", seed=0)
     if density < 1:
         masks.apply_mask(model, prune.prune_at_init(model, "random", None, 1 - density))
     recipe = Recipe(epochs=1, schedule="constant", lr=0.05, precision=precision)
-    train(model, batches, recipe, device=device, progress=False)  # warm-up: oneDNN kernels
-    t0 = time.perf_counter()
-    train(model, batches, recipe, device=device, progress=False)
-    return len(batches) * batches.batch_size / (time.perf_counter() - t0)
+    return lambda: train(model, batches, recipe, device="cpu", progress=False)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", default=",".join(sorted({"1", str(torch.get_num_threads())})))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    images = data.synthetic(train=True, per_class=128 * args.steps // 10)
-    batches = data.batches(images, 128, train=True, seed=0, device=args.device)
+    images = data.synthetic(train=True, per_class=BATCH * args.steps // 10)
+    batches = list(data.batches(images, BATCH, train=True, seed=0))
+    flop_per_image = 3 * 2 * filters.multiply_adds(models.get_model("resnet20"))
+    bf16 = config.resolve_precision("auto", "cpu") == "bf16"
     print(f"CPU {config.cpu_model()}, vector capability "
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {config.native_bf16()}")
-    print(f"precision: cpu profile {config.get_profile('cpu').recipe.precision}; 'auto' here "
-          f"{config.resolve_precision('auto', args.device)}")
-    print(f"ResNet-20, batch 128, {len(batches)} steps, {torch.get_num_threads()} threads, "
-          f"device {args.device}, median of {args.repeats} interleaved repeats")
-    precisions = ["fp32"] + (["bf16"] if config.resolve_precision("auto", args.device) ==
-                             "bf16" else [])
-    settings = [(label, d, p) for p in precisions
-                for label, d in [(f"dense {p}", 1.0), (f"masked 90% {p}", 0.1)]]
-    measured = {label: [] for label, _, _ in settings}
-    for _ in range(args.repeats):
-        for label, density, precision in settings:
-            measured[label].append(images_per_second(density, precision, batches, args.device))
-    for label, values in measured.items():
-        print(f"{label:22s} {statistics.median(values):8.1f} img/s  "
-              f"(range {min(values):.1f}-{max(values):.1f})")
+    print(f"ResNet-20, batch {BATCH}, {len(batches)} steps per measurement, median of "
+          f"{args.repeats} interleaved repeats; training {flop_per_image / 1e6:.0f} MFLOP "
+          "per image")
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        settings = {"plain PyTorch fp32": plain_pytorch(batches),
+                    "project dense fp32": project(batches, 1.0, "fp32"),
+                    "project masked 90% fp32": project(batches, 0.1, "fp32")}
+        if bf16:
+            settings |= {"project dense bf16": project(batches, 1.0, "bf16"),
+                         "project masked 90% bf16": project(batches, 0.1, "bf16")}
+        measured = {label: [] for label in [*settings, "matmul"]}
+        for epoch in settings.values():
+            epoch()
+        for _ in range(args.repeats):
+            measured["matmul"].append(matmul_gflops())
+            for label, epoch in settings.items():
+                t0 = time.perf_counter()
+                epoch()
+                measured[label].append(len(batches) * BATCH / (time.perf_counter() - t0))
+        med = {label: statistics.median(v) for label, v in measured.items()}
+        ceiling = med["matmul"] * 1e9 / flop_per_image
+        print(f"\n{threads} thread(s): fp32 matmul {med['matmul']:.0f} GFLOP/s, training "
+              f"ceiling {ceiling:.0f} img/s")
+        for label in settings:
+            values = measured[label]
+            print(f"  {label:26s} {med[label]:7.1f} img/s (range {min(values):.1f}-"
+                  f"{max(values):.1f}), {med[label] / ceiling:.2f} of the ceiling")
+        dense = med["project dense fp32"]
+        print(f"  project dense / plain PyTorch {dense / med['plain PyTorch fp32']:.3f}; "
+              f"masked / dense {med['project masked 90% fp32'] / dense:.3f}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ is the reference's and the docstring says who does what (``shared/reference/meth
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from collections.abc import Callable, Sequence
@@ -267,12 +268,13 @@ def synflow(model, batches, names, mask, generator, *, double: bool,
     """SynFlow (Tanaka et al. 2020): theta * dR/dtheta with R = 1^T (prod_l |W_l|) 1.
 
     R is the summed output of the net whose parameters and buffers are all replaced by
-    their absolute values (on a copy: the caller's weights keep their signs) fed one
-    all-ones input. BatchNorm is in eval mode, as in the reference code: a batch of one
-    constant image has zero variance in train mode. ``double`` scores in float64 (the
-    reference added it and reverted it the next day; deep nets can overflow float32).
-    ``input_shape`` (C, H, W): taken from the first batch when batches are given, else
-    (3, 32, 32), the CIFAR input.
+    their absolute values fed one all-ones input; the replacements are fresh tensors passed
+    through ``functional_call``, so the caller's weights keep their signs and no copy of
+    the module is made (a copy per round cost more than the round's own passes). BatchNorm
+    is in eval mode, as in the reference code: a batch of one constant image has zero
+    variance in train mode. ``double`` scores in float64 (the reference added it and
+    reverted it the next day; deep nets can overflow float32). ``input_shape`` (C, H, W):
+    taken from the first batch when batches are given, else (3, 32, 32), the CIFAR input.
     """
     if batches:
         shape = tuple(batches[0][0].shape[1:])
@@ -280,18 +282,30 @@ def synflow(model, batches, names, mask, generator, *, double: bool,
             raise ValueError(f"input_shape {tuple(input_shape)} differs from the batches' {shape}")
     else:
         shape = tuple(input_shape) if input_shape is not None else (3, 32, 32)
-    net, _ = _scoring_copy(model, names, "eval")
     dtype = torch.float64 if double else torch.float32
-    net.to(dtype)
-    weights = [dict(net.named_parameters())[n] for n in names]
-    with torch.no_grad():
-        for t in net.state_dict().values():
-            if t.is_floating_point():
-                t.abs_()
+    state = {n: t.detach().to(dtype).abs() if t.is_floating_point() else t
+             for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    weights = [state[n] for n in names]
     _apply(weights, names, mask)
+    for w in weights:
+        w.requires_grad_(True)
     x = torch.ones((1, *shape), dtype=dtype, device=weights[0].device)
-    grads = torch.autograd.grad(net(x).sum(), weights)
+    with _modes(model, training=False):
+        out = functional_call(model, state, (x,))
+    grads = torch.autograd.grad(out.sum(), weights)
     return {n: w.detach() * g for n, w, g in zip(names, weights, grads, strict=True)}
+
+
+@contextlib.contextmanager
+def _modes(model: nn.Module, training: bool):
+    """Every module of ``model`` in train (or eval) mode inside, its own mode restored after."""
+    before = [(m, m.training) for m in model.modules()]
+    model.train(training)
+    try:
+        yield
+    finally:
+        for m, mode in before:
+            m.training = mode
 
 
 # ---------------------------------------------------------------------------------------

@@ -103,16 +103,16 @@ def _check_fraction(name: str, value) -> None:
         raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
 
 
-def _top(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Flat indices of the ``k`` highest scores; ties at the cut drawn from ``generator``."""
+def _keep(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Flat boolean mask of the ``k`` highest scores; ties at the cut drawn from ``generator``."""
     flat = scores.detach().flatten().cpu()
     if k == 0:
-        return torch.zeros(0, dtype=torch.long)
+        return torch.zeros(flat.numel(), dtype=torch.bool)
     cut = torch.kthvalue(flat, flat.numel() - k + 1).values  # the k-th largest score
-    above = torch.nonzero(flat > cut).flatten()
+    keep = flat > cut
     tied = torch.nonzero(flat == cut).flatten()
-    pick = torch.randperm(len(tied), generator=generator)[: k - len(above)]
-    return torch.cat([above, tied[pick]])
+    keep[tied[torch.randperm(len(tied), generator=generator)[: k - int(keep.sum())]]] = True
+    return keep
 
 
 def select(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global",
@@ -123,26 +123,22 @@ def select(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "gl
     """
     _check_fraction("sparsity", sparsity)
     _check_scope(scope)
-    for n, s in scores.items():
-        if torch.isnan(s).any():
-            raise ValueError(f"scores of {n} contain NaN")
+    dtype = functools.reduce(torch.promote_types, [s.dtype for s in scores.values()])
+    flat = torch.cat([s.detach().flatten().cpu().to(dtype) for s in scores.values()])
+    if torch.isnan(flat).any():  # one check for all; the message names the first culprit
+        bad = next(n for n, s in scores.items() if torch.isnan(s).any())
+        raise ValueError(f"scores of {bad} contain NaN")
     g = torch.Generator().manual_seed(seed)
     density = 1 - sparsity
     budgets = layer_budgets({n: s.shape for n, s in scores.items()}, density, scope)
     if budgets is None:
-        dtype = functools.reduce(torch.promote_types, [s.dtype for s in scores.values()])
-        flat = torch.cat([s.detach().flatten().cpu().to(dtype) for s in scores.values()])
-        keep = torch.zeros(flat.numel(), dtype=torch.bool)
-        keep[_top(flat, round(density * flat.numel()), g)] = True
-        pieces = keep.split([s.numel() for s in scores.values()])
-        return {n: p.view(s.shape).to(s.device)
-                for (n, s), p in zip(scores.items(), pieces, strict=True)}
-    mask = {}
-    for n, s in scores.items():
-        keep = torch.zeros(s.numel(), dtype=torch.bool)
-        keep[_top(s, budgets[n], g)] = True
-        mask[n] = keep.view(s.shape).to(s.device)
-    return mask
+        keep = _keep(flat, round(density * flat.numel()), g).split(
+            [s.numel() for s in scores.values()])
+    else:
+        keep = [_keep(piece, budgets[n], g) for n, piece in
+                zip(scores, flat.split([s.numel() for s in scores.values()]), strict=True)]
+    return {n: k.view(s.shape).to(s.device)
+            for (n, s), k in zip(scores.items(), keep, strict=True)}
 
 
 def schedule_densities(density: float, rounds: int, schedule: str = "exponential"

@@ -179,10 +179,13 @@ def test_every_criterion_scores_every_prunable_tensor_and_leaves_the_model(name)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics that train mode would move
             m.running_mean.fill_(0.3)
+    net.bn2.eval()  # mixed modes: each module's own must come back
+    modes = [m.training for m in net.modules()]
     before = copy.deepcopy(net.state_dict())
     x, y = batch(0)
     names = names_of(net)
     scores = criteria.score(name, net, [(x.float(), y)], names, None, gen())
+    assert [m.training for m in net.modules()] == modes
     assert list(scores) == names
     for n, p in models.prunable(net).items():
         assert scores[n].shape == p.shape and torch.isfinite(scores[n]).all()

@@ -308,3 +308,10 @@ def test_material_masks_differ_only_by_the_draw():
     assert any(not torch.equal(got[0][0.6][k], got[1][0.6][k]) for k in got[0][0.6])
     with pytest.raises(ValueError, match="Material"):
         anatomy.material_masks(net, "snip", "image", "synthetic", train, [0], [0.5])
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_select_names_the_tensor_whose_scores_hold_nan(scope):
+    scores = {"a": torch.rand(4, 3), "b": torch.tensor([0.5, float("nan"), 0.1])}
+    with pytest.raises(ValueError, match="scores of b contain NaN"):
+        prune.select(scores, 0.5, scope)
