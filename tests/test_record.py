@@ -210,3 +210,29 @@ def test_the_published_record_is_whole_and_named_by_todays_keys():
         assert study.mask_sha256(mask) == r["mask_sha256"]
         assert masks.density(mask)["total"] == pytest.approx(r["density"])
         assert r["pruned_nonzero"] == 0
+
+
+def _published(method: str, material: str | None) -> dict:
+    """The first record (by key) of the published cpu store with this method and material."""
+    published = study.open_store(study.RECORD_DIR / "cpu")
+    for key in sorted(published.finished()):
+        r = published.read(key)
+        if r["config"]["method"] == method and (r["config"]["material"] or {}).get("name") \
+                == material and r["config"].get("sanity") is None:
+            return r
+    pytest.skip(f"no published {method} record on {material}")
+
+
+@pytest.mark.parametrize("method, material", [("snip", "image"), ("grasp", "image"),
+                                              ("random", None)])
+def test_masks_of_the_published_record_come_out_again(method, material):
+    """Today's code re-creates the masks the record was trained with (written by the code
+    of its commit): bit for bit on the CPU that wrote it, nearly so on another."""
+    r = _published(method, material)
+    cfg = study.RunConfig.from_dict(r["config"])
+    train_set, _ = study.run_data(cfg.dataset, cfg.train_per_class, cfg.test_per_class)
+    mask = study.make_mask(cfg, study.initial_model(cfg, train_set.num_classes), train_set)
+    if r["machine"]["cpu"] == config.cpu_model():
+        assert study.mask_sha256(mask) == r["mask_sha256"]
+    else:  # fp32 sums in another order may swap weights at the cut
+        assert masks.overlap(mask, study.read_mask(r, study.RECORD_DIR / "cpu")) > 0.99
