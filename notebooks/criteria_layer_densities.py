@@ -9,14 +9,15 @@
 # ---
 
 # %% [markdown]
-# # What each criterion keeps: per-layer densities at 90 % sparsity
+# # What each criterion keeps: per-layer densities at one sparsity
 #
 # A pruning-at-initialisation criterion gives every weight a score, and a mask keeps the
 # weights of highest score. Frankle et al. {cite}`frankle2021missing` found that what
 # matters most in such a mask is how many weights it leaves in each layer, not which ones.
 # This page shows, for one ResNet-20 at initialisation, the layer densities that each
-# criterion of `opai_lib.criteria` chooses when it keeps 10 % of the weights over the whole
-# network (global ranking, exactly `round(0.1 N)` weights kept).
+# criterion of `opai_lib.criteria` chooses when it keeps {glue:text}`cld_density:.3g` % of the
+# weights over the whole network (sparsity {glue:text}`cld_sparsity:.3g` %; global ranking,
+# exactly that fraction of the N prunable weights kept, rounded).
 #
 # What each criterion rewards:
 #
@@ -37,7 +38,7 @@
 #   it rewards connectivity and avoids emptying a layer.
 # - **Magnitude** keeps the largest initial weights, which favours layers initialised with
 #   a large variance (Kaiming init: small fan-in).
-# - **Random** rewards nothing: it keeps the same 10 % of every layer.
+# - **Random** rewards nothing: it keeps the same fraction of every layer.
 
 # %% tags=["parameters"]
 profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
@@ -59,6 +60,7 @@ P = config.get_profile(profile)
 names = criteria.CRITERIA.names()
 models.MODELS.get(model_name)
 config.check_parameter(0 <= sparsity < 1, "sparsity", sparsity, "a number in [0, 1)")
+plots.glue_all({"cld_sparsity": 100 * sparsity, "cld_density": 100 * (1 - sparsity)})
 plots.setup_style()
 
 # %% [markdown]

@@ -1,5 +1,6 @@
 """Every notebook runs on the smoke profile, and the book builds from the results."""
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -73,3 +74,30 @@ def test_book_builds_offline_without_warnings(smoke_book):
     page = (html / "intro.html").read_text()  # a page with formulas
     assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
     assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Hashes of the files under ``folder`` but its HTML build and run checkpoints."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and "_build" not in p.parts and p.suffix != ".ckpt"}
+
+
+@pytest.mark.slow
+def test_a_rerun_goes_beside_the_book_and_its_prose_follows_its_parameter(tmp_path):
+    """The documented re-run (``make nb``) leaves every file of book/ as it was, and the
+    numbers its prose quotes are the new parameter's, glued from the run."""
+    before = _tree(ROOT / "book")
+    subprocess.run(["make", "nb", "NB=criteria_layer_densities", "PROFILE=smoke",
+                    f"OUT={tmp_path}", "PARAMS=-p sparsity 0.99"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    after = _tree(ROOT / "book")
+    assert not [f for f in before.keys() & after.keys() if before[f] != after[f]]
+    # a sweep running beside the tests may add records to the published stores; nothing else
+    assert not [f for f in before.keys() ^ after.keys() if not f.startswith("record/cpu/")]
+    nb = nbformat.read(tmp_path / "criteria_layer_densities.ipynb", as_version=4)
+    glued = {o.metadata["scrapbook"]["name"]: o.data["application/papermill.record/text/plain"]
+             for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+             if "scrapbook" in o.get("metadata", {})}
+    assert float(glued["cld_sparsity"]) == pytest.approx(99)
+    assert float(glued["cld_density"]) == pytest.approx(1)
