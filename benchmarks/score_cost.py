@@ -9,7 +9,8 @@ runs, interleaved, so that other processes on a shared machine inflate neither f
 a busy machine prefer ``--threads 1``, which suffers far less from contention. Each thread
 count of ``--threads`` gets its own table.
 Targets: SNIP <= 1.3, GraSP <= 4 (issue 3), SynFlow (100 rounds) <= 5.5 (issue 13: at most
-Synaptic-Flow's own cost, measured at 5.3 there), and no slower on 2 threads than on 1.
+Synaptic-Flow's own cost, measured at 5.3 on a Zen 3), and no slower on 2 threads than on 1.
+``benchmarks/synflow_reference.py`` times Synaptic-Flow's own pruner on the same weights.
 
 Usage: python benchmarks/score_cost.py [--repeats N] [--threads 1,2] [--criteria a,b,...]
 """
