@@ -49,7 +49,7 @@ layer_sparsity: float = 0.95  # the sparsity of the per-layer heat maps
 effective_draws: int = 2  # draws whose effective sparsity is computed (at most the fewest draws)
 score_draws: Optional[int] = None  # draws whose scores are rank-correlated; None: 4 (smoke: 2)
 second_model: str = "vgg16_bn"  # a second network for the within/between test
-second_draws: int = 10  # its draws of every material
+second_draws: Optional[int] = None  # its draws of every material; None: 10 (smoke: 2)
 second_materials: list[str] = ["images", "DOP"]  # its materials, images first
 check_seeds: Optional[int] = None  # seeds of the trained sanity checks; None: 4 (smoke: 2)
 compute: bool = True  # False: show only the trained runs already in the store, compute none
@@ -66,7 +66,7 @@ plots.setup_style()
 P = config.get_profile(profile)
 first = anatomy.chapter(profile, model_name, draws, sparsities, seed, control_draws)
 second = anatomy.chapter(profile, second_model, second_draws, sparsities, seed, second_draws,
-                         materials=second_materials, glue_prefix="second")
+                         materials=second_materials, glue_prefix="second", full_draws=(10, 10))
 tables = anatomy.chapter_tables(first, second, permutations, score_draws, layer_sparsity,
                                 effective_draws)
 

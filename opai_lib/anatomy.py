@@ -674,16 +674,16 @@ def cost(tables: Sequence[_Table]) -> tuple[float, str]:
 
 def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: int,
             control_draws: int | None = None, materials: Sequence[str] | None = None,
-            criteria: Sequence[str] = ("snip", "grasp"), glue_prefix: str = ""
-            ) -> MaskDraws:
+            criteria: Sequence[str] = ("snip", "grasp"), glue_prefix: str = "",
+            full_draws: tuple[int, int] = (20, 10)) -> MaskDraws:
     """The masks of the mask-anatomy chapter from its parameters, checked before any
-    compute: None draws are the profile's (20 draws of each material and 10 of each
-    control; 2 on the smoke profile), None sparsities 60 to 98 % (smoke: 90 and 95 %).
+    compute: None draws are the profile's (``full_draws``: draws of each material and of
+    each control; 2 on the smoke profile), None sparsities 60 to 98 % (smoke: 90 and 95 %).
     Glues the draws under ``glue_prefix``."""
     P = config.get_profile(profile)
     small = P.name == "smoke"
-    draws = (2 if small else 20) if draws is None else draws
-    control_draws = (2 if small else 10) if control_draws is None else control_draws
+    draws = (2 if small else full_draws[0]) if draws is None else draws
+    control_draws = (2 if small else full_draws[1]) if control_draws is None else control_draws
     if sparsities is None:
         sparsities = [0.9, 0.95] if small else [0.6, 0.8, 0.9, 0.95, 0.98]
     for name, value in (("materials", materials), ("criteria", criteria)):
