@@ -32,6 +32,9 @@ PAPER_SPARSITIES = (0.6, 0.8, 0.9, 0.95)
 # Seeds of every cell and of the decisive cells, by profile (the smoke profile checks
 # that the chapters run, in seconds; it measures nothing).
 SEEDS = {"smoke": (1, 2)}
+# Sparsities of every grid, by profile: an experiment's own that are among these (smoke: the
+# study's decisive 90 and 95 %, so a chapter still runs more than one sparsity).
+SPARSITIES = {"smoke": (0.9, 0.95)}
 DEFAULT_SEEDS = (3, 6)
 # The most seeds a decisive cell gets while its verdict is unresolved (``verdicts.extension``);
 # the tables read every seed up to it.
@@ -120,8 +123,11 @@ class Experiment:
         seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds, self.seeds)
         check_integer("seeds", seeds, 1)
         check_integer("decisive_seeds", decisive_seeds, seeds)
-        sparsities = check_sparsities("sparsities", list(self.sparsities) if sparsities is None
-                                      else sparsities)
+        if sparsities is None:
+            sparsities = [s for s in self.sparsities
+                          if s in SPARSITIES.get(profile.name, self.sparsities)] \
+                or list(self.sparsities)
+        sparsities = check_sparsities("sparsities", sparsities)
         cells = []
         for arm in self.arms(profile):
             dense = METHODS.get(arm.method).kind == "dense"

@@ -1142,3 +1142,13 @@ def test_report_draws_shows_and_glues_an_effect_table(monkeypatch):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_the_smoke_grids_keep_only_the_decisive_sparsities():
+    smoke, cpu = config.get_profile("smoke"), config.get_profile("cpu")
+    for name in ("dop_sparsity", "ablations"):
+        exp = E.get_experiment(name)
+        masked = {r.sparsity for r in exp.runs(smoke) if r.sparsity}
+        assert masked == {0.9, 0.95}
+        assert {r.sparsity for r in exp.runs(cpu) if r.sparsity} == set(exp.sparsities)
+        assert {r.sparsity for r in exp.runs(smoke, sparsities=[0.6]) if r.sparsity} == {0.6}
