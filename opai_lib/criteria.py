@@ -10,7 +10,8 @@ score means *keep*. ``batches`` is a list of ``(x, y)`` pairs (None for data-fre
 seeded source of every random draw. A criterion never changes ``model``: it works on a
 copy (or, for SynFlow, on fresh tensors passed through ``functional_call``, the modules'
 train/eval modes restored after), so weights, BatchNorm statistics, gradients and modes of
-the caller's model stay as they were. Turning scores into a mask (exact top-k, schedules, layer collapse) is ``prune``'s job.
+the caller's model stay as they were. Turning scores into a mask (exact top-k, schedules,
+layer collapse) is ``prune``'s job.
 
 Options are typed, frozen dataclasses (one per criterion, extending ``PruneOptions``, the
 options of selection that every criterion shares) checked when built, before any compute;
