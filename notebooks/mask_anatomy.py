@@ -245,7 +245,7 @@ plots.glue_number("dead_cells", int((eff["dead layers"] > 0).sum()))
 # shuffle, copied by later baselines, changes nothing: its shuffled mask is assigned to a
 # local name and dropped. Here the shuffled mask is what is trained, and a test checks it
 # differs.) Each of SNIP's masks (fed images, DOP) and GraSP's (images, DOP, stitching at
-# σ = 0.5) is trained at 90 and 95 % as chosen and after each check,
+# σ = 0.5) is trained at {glue:text}`check_sparsities` as chosen and after each check,
 # {glue:text}`check_seeds:d` paired seeds; every row is the check minus the mask as chosen.
 # If the shuffled DOP mask trains as well as the DOP mask, whatever DOP changes, it changes
 # through layer densities.
@@ -257,6 +257,7 @@ check_effects = experiments.check_effects(checks, check_runs)
 verdicts.report(check_effects, label=("material", "check"), prefix="check")
 display(experiments.shown(experiments.summary(checks, check_runs)))
 plots.glue_number("check_seeds", int(check_effects["count"].max()) if len(check_effects) else 0)
+plots.glue_text("check_sparsities", plots.percents(r.sparsity for r in check_runs))
 collapsed = checks["empty layers"] > 0
 plots.glue_number("check_collapsed", int(collapsed.sum()))
 plots.glue_number("check_collapsed_kept", int((collapsed & (checks["check"] != "inverted")).sum()))

@@ -32,9 +32,6 @@ PAPER_SPARSITIES = (0.6, 0.8, 0.9, 0.95)
 # Seeds of every cell and of the decisive cells, by profile (the smoke profile checks
 # that the chapters run, in seconds; it measures nothing).
 SEEDS = {"smoke": (1, 2)}
-# Sparsities of every grid, by profile: an experiment's own that are among these (smoke: the
-# study's decisive 90 and 95 %, so a chapter still runs more than one sparsity).
-SPARSITIES = {"smoke": (0.9, 0.95)}
 DEFAULT_SEEDS = (3, 6)
 # The most seeds a decisive cell gets while its verdict is unresolved (``verdicts.extension``);
 # the tables read every seed up to it.
@@ -109,6 +106,7 @@ class Experiment:
     epoch_factors: tuple = (1,)
     seeds: tuple = DEFAULT_SEEDS
     all_decisive: bool = False
+    smoke: tuple = (0.9, 0.95)
 
     def is_decisive(self, arm: Arm, sparsity: float) -> bool:
         cells = {(m, s) for m, _, s in self.decisive}
@@ -125,8 +123,7 @@ class Experiment:
         check_integer("decisive_seeds", decisive_seeds, seeds)
         if sparsities is None:
             sparsities = [s for s in self.sparsities
-                          if s in SPARSITIES.get(profile.name, self.sparsities)] \
-                or list(self.sparsities)
+                          if profile.name != "smoke" or s in self.smoke] or list(self.sparsities)
         sparsities = check_sparsities("sparsities", sparsities)
         cells = []
         for arm in self.arms(profile):
@@ -295,7 +292,7 @@ EXPERIMENTS = {
     # Frankle et al. (2021): shuffled, reinitialised and inverted masks, 4 seeds each
     "sanity_checks": Experiment(
         "sanity_checks", sanity_arms, "images", sparsities=(0.9, 0.95), seeds=(4, 4),
-        all_decisive=True),
+        all_decisive=True, smoke=(0.9,)),
     # the material's draw-to-draw spread on one initial network, 6 draws
     "material_draws": Experiment(
         "material_draws", draw_arms, "images", sparsities=(0.9,), seeds=(6, 6),

@@ -199,6 +199,15 @@ def layer_maps(density: pd.DataFrame, overlap: pd.DataFrame, title: str):
 # The teaching chapters (``lessons``).
 
 
+def percents(fractions) -> str:
+    """Fractions as prose: ``[0.9]`` -> "90 %", ``[0.6, 0.9, 0.95]`` -> "60, 90 and 95 %"."""
+    words = [f"{100 * f:g}" for f in sorted(set(fractions))]
+    if not words:
+        raise ValueError("percents needs at least one fraction")
+    head = ", ".join(words[:-1])
+    return f"{head} and {words[-1]} %" if head else f"{words[-1]} %"
+
+
 def glue_text(key: str, text: str) -> str:
     """Glue a word or phrase under ``key`` for the prose (``{glue:text}`key```)."""
     from myst_nb import glue

@@ -217,3 +217,11 @@ def test_heatmap_draws_one_cell_per_entry():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["layer1.0.conv1", "fc", "conv1"]
     assert len(ax.collections[0].get_array().ravel()) == 6 and ax.get_title() == "t"
     plt.close("all")
+
+
+def test_percents_reads_as_prose():
+    assert plots.percents([0.9]) == "90 %"
+    assert plots.percents([0.95, 0.9, 0.9]) == "90 and 95 %"
+    assert plots.percents([0.6, 0.8, 0.9, 0.95]) == "60, 80, 90 and 95 %"
+    with pytest.raises(ValueError, match="at least one"):
+        plots.percents([])
