@@ -69,7 +69,7 @@ GRIDS = {**dict.fromkeys(experiments.EXPERIMENTS, _experiment_runs),
          "expanders": _expander_runs}
 
 
-def sweep(args) -> int:
+def sweep(args, parser) -> int:
     """Run (or, with --list, list) the missing runs of one grid."""
     profile = config.get_profile(args.profile)
     store = args.store or study.store_dir(profile.name)
@@ -114,7 +114,7 @@ def run(args, parser) -> int:
     return 0
 
 
-def show(args) -> int:
+def show(args, parser) -> int:
     """A stored record as JSON (``--key``), else one line per record of the store."""
     store = study.open_store(args.store)
     if args.key is not None:
@@ -126,17 +126,19 @@ def show(args) -> int:
         return 0
     records = [r for r in (store.read(k) for k in store.finished()) if r is not None]
     print(f"{args.store}: {len(records)} records")
-    def order(r: dict) -> tuple:  # runs by method, sparsity and seed; other records after
-        c = r.get("config", {})
-        return ("method" not in c, c.get("method", ""), c.get("sparsity", 0),
-                c.get("seed", 0), r["key"])
-
-    for r in sorted(records, key=order):
+    for r in sorted(records, key=_order):
         print(f"  {_line(r)}")
     return 0
 
 
-def params(args) -> int:
+def _order(record: dict) -> tuple:
+    """Runs by method, sparsity and seed; other records after them."""
+    c = record.get("config", {})
+    return ("method" not in c, c.get("method", ""), c.get("sparsity", 0), c.get("seed", 0),
+            record["key"])
+
+
+def params(args, parser) -> int:
     """Print every notebook parameter as a Markdown table, or write it into a file's
     generated block."""
     table = parameters.table()
@@ -146,6 +148,34 @@ def params(args) -> int:
         path = Path(args.write)
         path.write_text(parameters.with_table(path.read_text(), table))
     return 0
+
+
+def fold(args, parser) -> int:
+    for path in args.notebooks:
+        pages.fold_injected_parameters(path)
+    return 0
+
+
+def verify(args, parser) -> int:
+    """Re-run records of a published store; exit status 1 if one differs on its machine."""
+    if args.n < 1:
+        parser.error(f"--n must be at least 1, got {args.n}")
+    rows = record.verify(args.store, args.n, args.seed)
+    _print(rows)
+    return 1 if record.failed(rows) else 0
+
+
+def compare(args, parser) -> int:
+    """A recomputed store against the published one; exit status as ``verify``."""
+    rows = record.compare(args.fresh, args.published)
+    if not rows:
+        print(f"no record of {args.fresh} is in {args.published}")
+    _print(rows)
+    return 1 if record.failed(rows) else 0
+
+
+COMMANDS = {"run": run, "sweep": sweep, "show": show, "fold": fold, "verify": verify,
+            "compare": compare, "params": params}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,26 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", metavar="FILE", default=None,
                    help="replace the generated table in FILE (book/reproduce.md), print nothing")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return run(args, parser)
-    if args.command in ("show", "sweep"):
-        return {"show": show, "sweep": sweep}[args.command](args)
-    if args.command == "params":
-        return params(args)
-    if args.command == "fold":
-        for path in args.notebooks:
-            pages.fold_injected_parameters(path)
-        return 0
-    if args.command == "verify":
-        if args.n < 1:
-            parser.error(f"--n must be at least 1, got {args.n}")
-        rows = record.verify(args.store, args.n, args.seed)
-    else:
-        rows = record.compare(args.fresh, args.published)
-        if not rows:
-            print(f"no record of {args.fresh} is in {args.published}")
-    _print(rows)
-    return 1 if record.failed(rows) else 0
+    return COMMANDS[args.command](args, parser)
 
 
 if __name__ == "__main__":

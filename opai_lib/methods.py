@@ -67,7 +67,6 @@ for _name in expanders.GENERATORS.names():
                                                 expanders.ExpanderOptions, False, _name))
 
 
-
 def profile_options(profile: Profile, method: str, options=None, **kwargs):
     """The options of ``method`` (``options``, or built from ``kwargs``) at ``profile``'s
     scale: an iterative criterion runs at most ``profile.max_rounds`` rounds (0: no cap), so
