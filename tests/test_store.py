@@ -4,6 +4,7 @@ compute an item twice, even when killed or run twice at once.
 Module level stays free of torch: worker processes import it for ``compute_item``.
 """
 
+import contextlib
 import datetime
 import json
 import multiprocessing
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -334,6 +336,46 @@ def test_sweep_in_process_and_in_workers_agree(tmp_path):
     assert computations(log) == {n: 2 for n in range(5)}
     with pytest.raises(ValueError, match="item 1 fails"):
         sweep(Store(tmp_path / "three"), grid, item_key, failing_compute, workers=2)
+
+
+def dying_compute(item):
+    os._exit(1)  # a worker killed mid-item (out of memory, a signal)
+
+
+def worker_pids(log: Path) -> set[int]:
+    return {int(line.split()[1]) for line in log.read_text().splitlines()}
+
+
+def child_pids() -> set[int]:
+    """This process's living children (from /proc: the 4th field of stat is the parent)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+@on_linux
+def test_sweeps_of_one_process_share_their_workers_until_the_environment_changes(
+        tmp_path, monkeypatch):
+    logs = [tmp_path / f"log{i}" for i in range(4)]
+    sweep(Store(tmp_path / "s0"), items(logs[0], 4, 0.05), item_key, compute_item, workers=2)
+    pool = child_pids()
+    assert worker_pids(logs[0]) <= pool and os.getpid() not in worker_pids(logs[0])
+    sweep(Store(tmp_path / "s1"), items(logs[1], 4, 0.05), item_key, compute_item, workers=2)
+    assert worker_pids(logs[1]) <= pool  # no new worker started
+    monkeypatch.setenv("OPAI_DATA_DIR", str(tmp_path))  # workers would read stale folders
+    sweep(Store(tmp_path / "s2"), items(logs[2], 4, 0.05), item_key, compute_item, workers=2)
+    assert not worker_pids(logs[2]) & pool
+    with pytest.raises(BrokenProcessPool):
+        sweep(Store(tmp_path / "s3"), items(logs[3], 2, 0), item_key, dying_compute,
+              workers=2)
+    records = sweep(Store(tmp_path / "s3"), items(logs[3], 4, 0.05), item_key, compute_item,
+                    workers=2)  # a broken pool is replaced
+    assert [r["n"] for r in records] == list(range(4))
 
 
 SWEEP_SCRIPT = """
