@@ -32,6 +32,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Executor, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -374,6 +375,9 @@ def _init_worker(parent: int, threads: int | None) -> None:
         threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    # Ctrl-C (or a kernel's shutdown) signals the whole process group: end without the
+    # traceback every idle worker would print; an item cut short is recomputed later.
+    signal.signal(signal.SIGINT, lambda *_: os._exit(1))
     if threads:
         import torch
 
@@ -390,6 +394,23 @@ def process_pool(workers: int, threads: int | None = None) -> ProcessPoolExecuto
                                initializer=_init_worker, initargs=(os.getpid(), threads))
 
 
+_POOLS: dict[tuple, ProcessPoolExecutor] = {}
+
+
+def _shared_pool(workers: int, threads: int | None) -> tuple[tuple, ProcessPoolExecutor]:
+    """A ``process_pool`` kept for the next sweep of this process, so that a notebook's
+    sweeps share workers instead of each starting its own (a worker takes seconds to
+    import torch). Workers see the environment of their start: a change of an ``OPAI_``
+    variable (data, cache or store folders) gives a new pool."""
+    key = (workers, threads, tuple(sorted((k, v) for k, v in os.environ.items()
+                                          if k.startswith("OPAI_"))))
+    for old in [k for k in _POOLS if k != key and k[:2] == key[:2]]:
+        _POOLS.pop(old).shutdown(wait=False, cancel_futures=True)
+    if key not in _POOLS:
+        _POOLS[key] = process_pool(workers, threads)
+    return key, _POOLS[key]
+
+
 def _compute_item(store: Store, key: str, compute: Callable, item: Any) -> None:
     """Compute an item unless another process holds it: a worker moves on to the next item
     instead of waiting, and the sweep waits for such items at the end."""
@@ -401,9 +422,11 @@ def _run_all(executor: Executor, store: Store, todo: dict[str, Any], compute: Ca
     wait for what runs, and raise the first failure."""
     futures = [executor.submit(_compute_item, store, k, compute, item)
                for k, item in todo.items()]
-    wait(futures, return_when=FIRST_EXCEPTION)
-    for f in futures:
-        f.cancel()
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+    finally:  # also on an interrupt: nothing queued outlives the sweep
+        for f in futures:
+            f.cancel()
     wait(futures)
     for f in futures:
         if not f.cancelled() and f.exception() is not None:
@@ -418,9 +441,10 @@ def sweep(store: Store, items: list, key: Callable[[Any], str],
 
     ``key(item)`` names an item's record, ``compute(item)`` returns ``(record, arrays)``;
     both are top-level functions (pickled to workers). Missing items run ``workers`` at a
-    time in processes (``threads`` torch threads each), or on ``executor``, or in this
-    process; each through ``Store.compute``, so sweeps sharing a store never compute an item
-    twice, and a killed sweep, rerun, continues where it stopped.
+    time in processes (``threads`` torch threads each; the pool is kept for this process's
+    next sweep), or on ``executor``, or in this process; each through ``Store.compute``,
+    so sweeps sharing a store never compute an item twice, and a killed sweep, rerun,
+    continues where it stopped.
     """
     todo: dict[str, Any] = {}
     for item in items:
@@ -430,11 +454,12 @@ def sweep(store: Store, items: list, key: Callable[[Any], str],
     if executor is not None:
         _run_all(executor, store, todo, compute)
     elif workers > 1 and len(todo) > 1:
-        pool = process_pool(min(workers, len(todo)), threads)
+        pool_key, pool = _shared_pool(workers, threads)
         try:
             _run_all(pool, store, todo, compute)
-        finally:
-            pool.shutdown(cancel_futures=True)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh
+            _POOLS.pop(pool_key, None)
+            raise
     else:
         for k, item in todo.items():
             _compute_item(store, k, compute, item)
