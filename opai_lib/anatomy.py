@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -195,7 +196,9 @@ def within_between(first: Sequence[Mask], second: Sequence[Mask], permutations: 
     criterion and sparsity). Returns the mean overlap within each material, between the
     two, the difference (within, pooled, minus between) and its one-sided permutation
     p-value: the draws' material labels are shuffled, which under the hypothesis that
-    the material does not matter changes nothing."""
+    the material does not matter changes nothing. Where the draws allow no more than
+    ``permutations`` distinct relabellings, each is taken once (an exact test); else
+    ``permutations`` random ones."""
     n_a, n_b = len(first), len(second)
     if n_a < 2 or n_b < 2:
         raise ValueError(f"need at least 2 draws of each material, got {n_a} and {n_b}")
@@ -211,14 +214,22 @@ def within_between(first: Sequence[Mask], second: Sequence[Mask], permutations: 
 
     labels = np.array([0] * n_a + [1] * n_b)
     observed, within, between = statistic(labels)
-    rng = np.random.default_rng(seed)
-    more = sum(statistic(rng.permutation(labels))[0] >= observed for _ in range(permutations))
+    relabellings = math.comb(n_a + n_b, n_a)
+    if relabellings <= permutations:  # few enough to take each once: the exact p-value
+        draws = np.arange(n_a + n_b)
+        p = sum(statistic(np.isin(draws, first_ones, invert=True).astype(int))[0] >= observed
+                for first_ones in itertools.combinations(draws, n_a)) / relabellings
+    else:
+        rng = np.random.default_rng(seed)
+        more = sum(statistic(rng.permutation(labels))[0] >= observed
+                   for _ in range(permutations))
+        p = (1 + more) / (1 + permutations)
     idx_a, idx_b = np.arange(n_a), np.arange(n_a, n_a + n_b)
     within_a = m[np.ix_(idx_a, idx_a)][~np.eye(n_a, dtype=bool)].mean()
     within_b = m[np.ix_(idx_b, idx_b)][~np.eye(n_b, dtype=bool)].mean()
     return {"within first": float(within_a), "within second": float(within_b),
             "within": float(within), "between": float(between),
-            "difference": float(observed), "p": (1 + more) / (1 + permutations),
+            "difference": float(observed), "p": p,
             "draws": (n_a, n_b)}
 
 

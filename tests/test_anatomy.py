@@ -520,6 +520,17 @@ def test_within_between_different_materials():
     assert r["draws"] == (8, 8)
 
 
+def test_within_between_is_exact_when_the_relabellings_are_few():
+    # three draws of mask A against three of mask B: of the 20 ways to split 6 draws in
+    # 3 + 3, only the true split and its mirror keep A with A (within 1 > between o); a
+    # mixed split has within (1 + 2o) / 3 below between (4 + 5o) / 9. So p = 2 / 20.
+    a, b = _concentrated(0, True), _concentrated(0, False)
+    r = anatomy.within_between([a] * 3, [b] * 3, permutations=20, seed=0)
+    assert r["within"] == 1 and r["p"] == pytest.approx(2 / 20, abs=1e-15)
+    sampled = anatomy.within_between([a] * 3, [b] * 3, permutations=7, seed=0)
+    assert sampled["p"] in [k / 8 for k in range(1, 9)]  # 7 < 20: random relabellings
+
+
 def test_within_between_needs_two_draws_each():
     m = {"w": torch.ones(10, dtype=bool)}
     with pytest.raises(ValueError):
