@@ -173,8 +173,11 @@ def _torchvision(arch: str):
     return build
 
 
-MODELS.add("imagenet_resnet18", _torchvision("resnet18"))
-MODELS.add("imagenet_resnet50", _torchvision("resnet50"))
+# torchvision's ImageNet ResNets (7x7 stem, bottlenecks in ResNet-50: the DOP paper's model),
+# initialised by torchvision; the CIFAR ResNets above are resnet20 to resnet110.
+TORCHVISION_MODELS = ("resnet18", "resnet50")
+for _arch in TORCHVISION_MODELS:
+    MODELS.add(_arch, _torchvision(_arch))
 
 
 def get_model(name: str, num_classes: int = 10, width: float = 1.0, seed: int = 0) -> nn.Module:
@@ -188,7 +191,7 @@ def get_model(name: str, num_classes: int = 10, width: float = 1.0, seed: int = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = builder(num_classes, float(width))
-        if not name.startswith("imagenet_"):
+        if name not in TORCHVISION_MODELS:
             init_weights(model)
     return model
 

@@ -89,10 +89,10 @@ def test_run_options_override_the_profiles_dataset_and_device(tmp_path, capsys, 
 
     monkeypatch.setattr(study, "run", fake_run)
     assert cli.main(["run", "--profile", "imagenet", "--dataset", "imagenet64", "--device",
-                     "cpu", "--model", "imagenet_resnet50", "--method", "snip", "--sparsity",
+                     "cpu", "--model", "resnet50", "--method", "snip", "--sparsity",
                      "0.9", "--store", str(tmp_path)]) == 0
     (cfg, where), = seen
     assert (cfg.dataset, cfg.device, cfg.model, where) == ("imagenet64", "cpu",
-                                                           "imagenet_resnet50", str(tmp_path))
+                                                           "resnet50", str(tmp_path))
     assert cfg.recipe.epochs == 120 and cfg.recipe.precision in ("fp32", "bf16")
     assert capsys.readouterr().out.startswith(cfg.key())

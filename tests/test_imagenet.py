@@ -99,10 +99,10 @@ def test_snip_and_dop_runs_on_an_image_folder(tree):
 
 @pytest.mark.slow
 def test_a_chapters_model_name_picks_resnet50_for_imagenet(tree):
-    """``model_name imagenet_resnet50``: torchvision's ResNet-50 with the folder's classes;
+    """``model_name resnet50``: torchvision's ResNet-50 with the folder's classes;
     SNIP prunes it and a record's per-stage diagnostics read its layers."""
     profile = config.get_profile("imagenet", dataset="imagenet64", device="cpu")
-    cfg = study.config_from_profile(profile, model="imagenet_resnet50", method="snip",
+    cfg = study.config_from_profile(profile, model="resnet50", method="snip",
                                     sparsity=0.9, material=Material(per_class=1))
     train, _ = study.run_data(cfg.dataset, 0, 0)
     model = study.initial_model(cfg, train.num_classes)

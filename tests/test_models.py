@@ -6,7 +6,8 @@ from opai_lib.train import evaluate
 from tests.conftest import shared_cifar_available
 
 
-@pytest.mark.parametrize("name", [n for n in models.MODELS.names() if not n.startswith("imagenet")
+@pytest.mark.parametrize("name", [n for n in models.MODELS.names()
+                                  if n not in models.TORCHVISION_MODELS
                                   and not n.endswith("110") and not n.endswith("110_proj")])
 def test_cifar_models_classify_32px_images(name):
     model = models.get_model(name, num_classes=7, width=0.25).eval()
@@ -14,10 +15,10 @@ def test_cifar_models_classify_32px_images(name):
 
 
 def test_imagenet_model():
-    model = models.get_model("imagenet_resnet18", num_classes=5).eval()
+    model = models.get_model("resnet18", num_classes=5).eval()
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5)
     with pytest.raises(ValueError, match="width must be 1.0"):
-        models.get_model("imagenet_resnet50", width=0.5)
+        models.get_model("resnet50", width=0.5)
 
 
 def test_registry_errors_name_the_choices():
