@@ -41,7 +41,7 @@ from typing import Optional
 profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFILES
 model_name: str = "resnet20"  # the network: a name of models.MODELS
 seeds: Optional[int] = None  # seeds of every cell (0 to seeds - 1, paired); None: 3 (smoke: 1)
-decisive_seeds: Optional[int] = None  # seeds of all-ones, images at 90, 95 %; None: 6 (smoke: 2)
+decisive_seeds: Optional[int] = None  # seeds of all-ones, images at 90, 95 %; None: 6 (smoke: 1)
 sparsities: Optional[list[float]] = None  # None: the paper's 60, 80, 90, 95 % (smoke: 90, 95 %)
 compute: bool = True  # False: show only the runs already in the store, compute none
 workers: int = 2  # single-threaded training processes

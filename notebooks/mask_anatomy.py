@@ -51,7 +51,7 @@ score_draws: Optional[int] = None  # draws whose scores are rank-correlated; Non
 second_model: str = "vgg16_bn"  # a second network for the within/between test
 second_draws: Optional[int] = None  # its draws of every material; None: 10 (smoke: 2)
 second_materials: list[str] = ["images", "DOP"]  # its materials, images first
-check_seeds: Optional[int] = None  # seeds of the trained sanity checks; None: 4 (smoke: 2)
+check_seeds: Optional[int] = None  # seeds of the trained sanity checks; None: 4 (smoke: 1)
 compute: bool = True  # False: show only the trained runs already in the store, compute none
 workers: int = 2  # single-threaded training processes
 

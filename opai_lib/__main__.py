@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                    "smoke profile 1)")
     w.add_argument("--decisive-seeds", type=int, default=None,
                    help="seeds of the decisive cells (default: the experiment's, 6 for the "
-                   "chapters; smoke profile 2)")
+                   "chapters; smoke profile 1)")
     w.add_argument("--decisive-only", action="store_true", help="only the decisive cells")
     w.add_argument("--extend", action="store_true",
                    help="one more seed for each decisive cell whose verdict is unresolved")

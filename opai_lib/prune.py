@@ -20,14 +20,17 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 from torch import nn
 
 from opai_lib import criteria, data, masks, models, sanity
 from opai_lib.config import check_integer, options_of
 from opai_lib.criteria import ON_COLLAPSE, SCHEDULES, SCOPES  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # ---------------------------------------------------------------------------------------
 # How many weights each layer keeps.
@@ -176,6 +179,8 @@ def repair_collapse(mask: Mapping[str, torch.Tensor], scores: Mapping[str, torch
 
 def density_report(mask: Mapping[str, torch.Tensor]) -> pd.DataFrame:
     """One row per masked tensor (shape, weights, kept, density) and a ``total`` row."""
+    import pandas as pd  # imported here: a training worker needs no tables
+
     rows = [{"layer": n, "shape": tuple(m.shape), "weights": m.numel(), "kept": int(m.sum())}
             for n, m in mask.items()]
     rows.append({"layer": "total", "shape": (), "weights": sum(r["weights"] for r in rows),
