@@ -3,9 +3,11 @@
 For each thread count: plain PyTorch (a bare channels-last fp32 SGD loop, the yardstick),
 the project's training step (``train.train``) dense and with a 90 % mask, in fp32, and in
 bf16 autocast where this machine computes bf16 natively; the ratios project/plain and
-masked/dense; the fp32 matrix-multiply rate (GFLOP/s of a 1024 x 1024 product) and the
-ceiling it implies for training, rate / (3 x 2 x multiply-adds of one image: forward and a
-backward of twice its cost), and the fraction of that ceiling the project reaches.
+masked/dense, and the mask's own share of a step (which bounds masked/dense where a noisy
+machine's repeats cannot resolve a few percent); the fp32 matrix-multiply rate (GFLOP/s of
+a 1024 x 1024 product) and the ceiling it implies for training, rate / (3 x 2 x
+multiply-adds of one image: forward and a backward of twice its cost), and the fraction of
+that ceiling the project reaches.
 
 Images per second are the median of ``--repeats`` measurements, all settings interleaved
 in one process, each warmed up once before (oneDNN builds its kernels on first use). Run it
@@ -59,6 +61,25 @@ def project(batches, density: float, precision: str):
     return lambda: train(model, batches, recipe, device="cpu", progress=False)
 
 
+def mask_share(batches, repeats: int) -> float:
+    """What the mask adds to a training step, measured apart from the step's noise: the
+    median time of ``masks.mask_gradients_`` (zeroing pruned gradients, all the mask does
+    per step) over the median time of a forward and backward pass of the masked model."""
+    model = models.get_model("resnet20", seed=0).train()
+    masks.apply_mask(model, prune.prune_at_init(model, "random", None, 0.9))
+    passes, zeroing = [], []
+    for _ in range(repeats):
+        for x, y in batches:
+            t0 = time.perf_counter()
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y).backward()
+            t1 = time.perf_counter()
+            masks.mask_gradients_(model)
+            zeroing.append(time.perf_counter() - t1)
+            passes.append(t1 - t0)
+    return statistics.median(zeroing) / statistics.median(passes)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=10)
@@ -102,6 +123,9 @@ def main():
         dense = med["project dense fp32"]
         print(f"  project dense / plain PyTorch {dense / med['plain PyTorch fp32']:.3f}; "
               f"masked / dense {med['project masked 90% fp32'] / dense:.3f}")
+        share = mask_share(batches, args.repeats)
+        print(f"  the mask's own work (zeroing pruned gradients) {100 * share:.2f} % of a "
+              f"forward and backward pass: masked / dense at least {1 / (1 + share):.3f}")
 
 
 if __name__ == "__main__":
