@@ -50,6 +50,23 @@ def test_global_selection_keeps_the_highest_scores_and_breaks_ties_by_seed():
     assert not all(torch.equal(mask[n], other[n]) for n in mask)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_selection_in_every_float_type_cuts_at_the_sorted_kth_score(dtype):
+    # independent of the selection's own search: the k-th largest from a full sort; every
+    # score above it kept, none below, exactly k in all (ties at the cut, -inf never kept)
+    g = torch.Generator().manual_seed(0)
+    scores = {"a": (torch.rand(3000, generator=g) * 50).floor().to(dtype),
+              "b": torch.randn(40, 9, generator=g).to(dtype)}
+    scores["b"][0] = -math.inf
+    flat = torch.cat([v.flatten() for v in scores.values()]).double()
+    for sparsity in (0.1, 0.5, 0.93):
+        k = round((1 - sparsity) * flat.numel())
+        cut = flat.sort(descending=True).values[k - 1]
+        keep = torch.cat([m.flatten() for m in prune.select(scores, sparsity).values()])
+        assert int(keep.sum()) == k and bool(keep[flat > cut].all())
+        assert not bool(keep[flat < cut].any())
+
+
 def test_ties_are_not_broken_by_position():
     """All-equal scores: each position is kept about as often as the density."""
     scores = {"a": torch.zeros(40), "b": torch.zeros(60)}
