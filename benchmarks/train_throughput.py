@@ -67,6 +67,7 @@ def mask_share(batches, repeats: int) -> float:
     per step) over the median time of a forward and backward pass of the masked model."""
     model = models.get_model("resnet20", seed=0).train()
     masks.apply_mask(model, prune.prune_at_init(model, "random", None, 0.9))
+    model = model.to(memory_format=torch.channels_last)  # as train.train runs it
     passes, zeroing = [], []
     for _ in range(repeats):
         for x, y in batches:

@@ -377,7 +377,10 @@ def tests(found: dict[str, Draws], reference: str, permutations: int, seed: int 
 
 def min_permutations(cells: int, alpha: float = 0.05) -> int:
     """Permutations under which the smallest attainable p, 1 / (n + 1), passes Holm's
-    first step at level ``alpha`` over ``cells`` tests, with a factor 4 to spare."""
+    first step at level ``alpha`` over ``cells`` tests, with a factor 4 to spare. Draws
+    too few for that many relabellings get the exact test instead (``within_between``),
+    whose smallest p is 2 / C(2d, d) for d draws of each material (a split and its mirror
+    tie): 1/3 with 2 draws, so no smoke-sized cell can pass."""
     return math.ceil(4 * cells / alpha)
 
 

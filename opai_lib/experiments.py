@@ -289,7 +289,7 @@ EXPERIMENTS = {
     # SNIP and GraSP fed images against random masks at 1, 2 and 4 times the epochs
     "budget": Experiment(
         "budget", budget_arms, "images", sparsities=(0.9,), epoch_factors=(1, 2, 4),
-        seeds=(3, 3), smoke=(0.9,)),
+        seeds=(3, 3)),
     # Frankle et al. (2021): shuffled, reinitialised and inverted masks, 4 seeds each
     "sanity_checks": Experiment(
         "sanity_checks", sanity_arms, "images", sparsities=(0.9, 0.95), seeds=(4, 4),

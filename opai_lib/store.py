@@ -43,6 +43,7 @@ import numpy as np
 T = TypeVar("T")
 HOST = socket.gethostname()
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+MAIN_THREAD = threading.main_thread()
 
 
 def atomic_write(path: str | Path, content: bytes | str | Callable[[Path], None]) -> Path:
@@ -394,21 +395,34 @@ def process_pool(workers: int, threads: int | None = None) -> ProcessPoolExecuto
                                initializer=_init_worker, initargs=(os.getpid(), threads))
 
 
-_POOLS: dict[tuple, ProcessPoolExecutor] = {}
+_shared: tuple[tuple, ProcessPoolExecutor] | None = None  # (its key, the pool)
 
 
-def _shared_pool(workers: int, threads: int | None) -> tuple[tuple, ProcessPoolExecutor]:
-    """A ``process_pool`` kept for the next sweep of this process, so that a notebook's
-    sweeps share workers instead of each starting its own (a worker takes seconds to
-    import torch). Workers see the environment of their start: a change of an ``OPAI_``
-    variable (data, cache or store folders) gives a new pool."""
-    key = (workers, threads, tuple(sorted((k, v) for k, v in os.environ.items()
-                                          if k.startswith("OPAI_"))))
-    for old in [k for k in _POOLS if k != key and k[:2] == key[:2]]:
-        _POOLS.pop(old).shutdown(wait=False, cancel_futures=True)
-    if key not in _POOLS:
-        _POOLS[key] = process_pool(workers, threads)
-    return key, _POOLS[key]
+def _shared_pool(workers: int, threads: int | None) -> ProcessPoolExecutor:
+    """A ``process_pool`` kept for the next sweep of this process (the main thread's), so
+    that a notebook's sweeps share workers instead of each starting its own (a worker takes
+    seconds to import torch). Workers keep the working directory and environment of their
+    start (not later edits of the library's code): a change of the directory or of an
+    ``OPAI_`` variable (data, cache or store folders), or of the worker or thread count,
+    replaces the pool, as does a worker's death (an interrupt, out of memory)."""
+    global _shared
+    key = (workers, threads, os.getcwd(),
+           tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OPAI_"))))
+    if _shared is not None and (_shared[0] != key or not _usable(_shared[1])):
+        _shared[1].shutdown(wait=False, cancel_futures=True)
+        _shared = None
+    if _shared is None:
+        _shared = (key, process_pool(workers, threads))
+    return _shared[1]
+
+
+def _usable(pool: ProcessPoolExecutor) -> bool:
+    """Whether ``pool`` takes work: once a worker has died it refuses any item at once."""
+    try:
+        pool.submit(int).cancel()
+    except BrokenProcessPool:
+        return False
+    return True
 
 
 def _compute_item(store: Store, key: str, compute: Callable, item: Any) -> None:
@@ -424,7 +438,7 @@ def _run_all(executor: Executor, store: Store, todo: dict[str, Any], compute: Ca
                for k, item in todo.items()]
     try:
         wait(futures, return_when=FIRST_EXCEPTION)
-    finally:  # also on an interrupt: nothing queued outlives the sweep
+    finally:  # also on an interrupt: items no worker has taken yet are dropped
         for f in futures:
             f.cancel()
     wait(futures)
@@ -441,10 +455,10 @@ def sweep(store: Store, items: list, key: Callable[[Any], str],
 
     ``key(item)`` names an item's record, ``compute(item)`` returns ``(record, arrays)``;
     both are top-level functions (pickled to workers). Missing items run ``workers`` at a
-    time in processes (``threads`` torch threads each; the pool is kept for this process's
-    next sweep), or on ``executor``, or in this process; each through ``Store.compute``,
-    so sweeps sharing a store never compute an item twice, and a killed sweep, rerun,
-    continues where it stopped.
+    time in processes (``threads`` torch threads each; from the main thread, the pool is
+    kept for this process's next sweep), or on ``executor``, or in this process; each
+    through ``Store.compute``, so sweeps sharing a store never compute an item twice, and a
+    killed sweep, rerun, continues where it stopped.
     """
     todo: dict[str, Any] = {}
     for item in items:
@@ -453,13 +467,14 @@ def sweep(store: Store, items: list, key: Callable[[Any], str],
             todo[k] = item
     if executor is not None:
         _run_all(executor, store, todo, compute)
-    elif workers > 1 and len(todo) > 1:
-        pool_key, pool = _shared_pool(workers, threads)
+    elif workers > 1 and len(todo) > 1 and threading.current_thread() is MAIN_THREAD:
+        _run_all(_shared_pool(workers, threads), store, todo, compute)
+    elif workers > 1 and len(todo) > 1:  # workers die with the thread that started them
+        pool = process_pool(min(workers, len(todo)), threads)
         try:
             _run_all(pool, store, todo, compute)
-        except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh
-            _POOLS.pop(pool_key, None)
-            raise
+        finally:
+            pool.shutdown(cancel_futures=True)
     else:
         for k, item in todo.items():
             _compute_item(store, k, compute, item)

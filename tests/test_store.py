@@ -361,21 +361,30 @@ def child_pids() -> set[int]:
 @on_linux
 def test_sweeps_of_one_process_share_their_workers_until_the_environment_changes(
         tmp_path, monkeypatch):
-    logs = [tmp_path / f"log{i}" for i in range(4)]
-    sweep(Store(tmp_path / "s0"), items(logs[0], 4, 0.05), item_key, compute_item, workers=2)
+    logs = [tmp_path / f"log{i}" for i in range(6)]
+
+    def run(i, compute=compute_item, n=4, seconds=0.05):
+        return sweep(Store(tmp_path / f"s{i}"), items(logs[i], n, seconds), item_key, compute,
+                     workers=2)
+
+    run(0)
     pool = child_pids()
     assert worker_pids(logs[0]) <= pool and os.getpid() not in worker_pids(logs[0])
-    sweep(Store(tmp_path / "s1"), items(logs[1], 4, 0.05), item_key, compute_item, workers=2)
+    run(1)
     assert worker_pids(logs[1]) <= pool  # no new worker started
     monkeypatch.setenv("OPAI_DATA_DIR", str(tmp_path))  # workers would read stale folders
-    sweep(Store(tmp_path / "s2"), items(logs[2], 4, 0.05), item_key, compute_item, workers=2)
+    run(2)
     assert not worker_pids(logs[2]) & pool
+    for pid in worker_pids(logs[2]):  # Ctrl-C in a notebook signals the process group
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert [r["n"] for r in run(3)] == list(range(4))  # a pool with a dead worker is replaced
     with pytest.raises(BrokenProcessPool):
-        sweep(Store(tmp_path / "s3"), items(logs[3], 2, 0), item_key, dying_compute,
-              workers=2)
-    records = sweep(Store(tmp_path / "s3"), items(logs[3], 4, 0.05), item_key, compute_item,
-                    workers=2)  # a broken pool is replaced
-    assert [r["n"] for r in records] == list(range(4))
+        run(4, dying_compute, n=2, seconds=0)
+    thread = threading.Thread(target=run, args=(5,))  # a thread's sweep: a pool of its own
+    thread.start()
+    thread.join()
+    assert [r["n"] for r in run(4)] == list(range(4)) and logs[5].exists()
 
 
 SWEEP_SCRIPT = """

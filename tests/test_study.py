@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -57,3 +59,13 @@ def test_config_fields_by_dotted_name():
     out = study.table([r, record("grasp", "stitch", 1, 0.6), {**dense, "accuracy": 0.7}],
                       by=["method", "material.name"])
     assert out["count"].tolist() == [2, 1] and out["mean"].tolist() == pytest.approx([0.55, 0.7])
+
+
+def test_a_training_worker_imports_no_table_or_statistics_library():
+    # spawned workers import opai_lib.study to train; scipy.stats and pandas would add
+    # about a second to every worker's start
+    code = ("import sys, opai_lib.study; "
+            "print(sorted(m for m in ('pandas', 'scipy.stats') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
