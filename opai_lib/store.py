@@ -467,14 +467,15 @@ def sweep(store: Store, items: list, key: Callable[[Any], str],
             todo[k] = item
     if executor is not None:
         _run_all(executor, store, todo, compute)
-    elif workers > 1 and len(todo) > 1 and threading.current_thread() is MAIN_THREAD:
-        _run_all(_shared_pool(workers, threads), store, todo, compute)
-    elif workers > 1 and len(todo) > 1:  # workers die with the thread that started them
-        pool = process_pool(min(workers, len(todo)), threads)
-        try:
-            _run_all(pool, store, todo, compute)
-        finally:
-            pool.shutdown(cancel_futures=True)
+    elif workers > 1 and len(todo) > 1:
+        if threading.current_thread() is MAIN_THREAD:
+            _run_all(_shared_pool(workers, threads), store, todo, compute)
+        else:  # workers die with the thread that started them: a pool of this sweep only
+            pool = process_pool(min(workers, len(todo)), threads)
+            try:
+                _run_all(pool, store, todo, compute)
+            finally:
+                pool.shutdown(cancel_futures=True)
     else:
         for k, item in todo.items():
             _compute_item(store, k, compute, item)
