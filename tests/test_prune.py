@@ -67,6 +67,21 @@ def test_selection_in_every_float_type_cuts_at_the_sorted_kth_score(dtype):
         assert not bool(keep[flat < cut].any())
 
 
+
+def test_a_budget_beyond_the_finite_scores_keeps_them_all_and_draws_the_rest():
+    # most scores -inf (an iterative criterion's pruned weights): below their count every
+    # kept score is finite; above it all finite ones are kept and seeded -inf fill the rest
+    g = torch.Generator().manual_seed(1)
+    scores = {"a": torch.rand(1000, generator=g)}
+    scores["a"][torch.randperm(1000, generator=g)[:900]] = -math.inf
+    finite = scores["a"] > -math.inf
+    for sparsity, k in ((0.95, 50), (0.9, 100), (0.7, 300)):
+        keep = prune.select(scores, sparsity, seed=3)["a"]
+        assert int(keep.sum()) == k
+        assert bool(keep[finite].all()) if k >= 100 else not bool(keep[~finite].any())
+    assert not torch.equal(prune.select(scores, 0.7, seed=3)["a"],
+                           prune.select(scores, 0.7, seed=4)["a"])
+
 def test_ties_are_not_broken_by_position():
     """All-equal scores: each position is kept about as often as the density."""
     scores = {"a": torch.zeros(40), "b": torch.zeros(60)}
