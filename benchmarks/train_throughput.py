@@ -1,6 +1,7 @@
 """Training throughput of ResNet-20 on CIFAR-sized batches against the machine's own limits.
 
-For each thread count: plain PyTorch (a bare channels-last fp32 SGD loop, the yardstick),
+For each thread count: plain PyTorch (a bare channels-last fp32 SGD loop, the yardstick;
+and the same loop through ``torch.compile``, what the record's eager step leaves on the table),
 the project's training step (``train.train``) dense and with a 90 % mask, in fp32, and in
 bf16 autocast where this machine computes bf16 natively; the ratios project/plain and
 masked/dense, and the mask's own share of a step (which bounds masked/dense where a noisy
@@ -38,14 +39,17 @@ def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
     return repeats * 2 * size ** 3 / (time.perf_counter() - t0) / 1e9
 
 
-def plain_pytorch(batches):
-    """One epoch of a bare loop: channels-last ResNet-20, SGD with momentum, no mask."""
+def plain_pytorch(batches, compiled: bool = False):
+    """One epoch of a bare loop: channels-last ResNet-20, SGD with momentum, no mask; with
+    ``compiled`` its forward goes through ``torch.compile`` (inductor fuses BatchNorm and
+    ReLU around oneDNN's convolutions; fp32 sums in another order, so not the record's)."""
     model = models.get_model("resnet20", seed=0).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    forward = torch.compile(model) if compiled else model
 
     def epoch():
         for x, y in batches:
-            loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
+            loss = F.cross_entropy(forward(x.contiguous(memory_format=torch.channels_last)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -99,6 +103,7 @@ def main():
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         settings = {"plain PyTorch fp32": plain_pytorch(batches),
+                    "plain PyTorch compiled fp32": plain_pytorch(batches, compiled=True),
                     "project dense fp32": project(batches, 1.0, "fp32"),
                     "project masked 90% fp32": project(batches, 0.1, "fp32")}
         if bf16:
@@ -119,7 +124,7 @@ def main():
               f"ceiling {ceiling:.0f} img/s")
         for label in settings:
             values = measured[label]
-            print(f"  {label:26s} {med[label]:7.1f} img/s (range {min(values):.1f}-"
+            print(f"  {label:28s} {med[label]:7.1f} img/s (range {min(values):.1f}-"
                   f"{max(values):.1f}), {med[label] / ceiling:.2f} of the ceiling")
         dense = med["project dense fp32"]
         print(f"  project dense / plain PyTorch {dense / med['plain PyTorch fp32']:.3f}; "

@@ -418,16 +418,15 @@ def effective_table(found: Draws, model: nn.Module, draws: int = 3,
     return pd.DataFrame(rows)
 
 
-def scores_by_criterion(model: nn.Module, profile, draws: int, reference: str = "images",
-                        seed: int = 0, criteria: Sequence[str] = ("snip", "grasp")
-                        ) -> pd.DataFrame:
-    """``score_table`` of each criterion's arms (``experiments.anatomy_arms``) on
-    ``profile``'s training images, stacked with a ``criterion`` column first."""
+def scores_by_criterion(model: nn.Module, profile, arms: Sequence, draws: int,
+                        reference: str = "images", seed: int = 0) -> pd.DataFrame:
+    """``score_table`` of each criterion's ``arms`` (``MaskDraws.arms``, so the draws of
+    its masks) on ``profile``'s training images, stacked with a ``criterion`` column first."""
     train, _ = study.profile_data(profile)
-    arms = experiments.anatomy_arms(profile)
     parts = [score_table(model, [a for a in arms if a.method == c], profile.dataset, train,
                          draws, reference, seed).assign(
-                             criterion=experiments.CRITERION_NAMES[c]) for c in criteria]
+                             criterion=experiments.CRITERION_NAMES[c])
+             for c in dict.fromkeys(a.method for a in arms)]
     out = pd.concat(parts, ignore_index=True)
     return out[["criterion", *[c for c in out.columns if c != "criterion"]]]
 
@@ -618,7 +617,7 @@ class ScoreCorrelations(_Table):
     def frames(self):
         m = self.masks
         return {"spearman": scores_by_criterion(m.network(), config.get_profile(m.profile),
-                                                self.draws, seed=m.seed, criteria=m.criteria)}
+                                                m.arms(), self.draws, seed=m.seed)}
 
 
 @KINDS.register("SynflowYardstick")
@@ -686,16 +685,24 @@ def cost(tables: Sequence[_Table]) -> tuple[float, str]:
     return record.cost([r for r in record.finished(tables, store_dir(tables[0].profile)) if r])
 
 
+# The materials the chapter's prose quotes by name: the smoke profile draws only these.
+PROSE_MATERIALS = ("images", "DOP", "stitching σ=0.5", "all-ones (BN eval)",
+                   "all-ones (BN train)", "random labels")
+
+
 def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: int,
             control_draws: int | None = None, materials: Sequence[str] | None = None,
             criteria: Sequence[str] = ("snip", "grasp"), glue_prefix: str = "",
             full_draws: tuple[int, int] = (20, 10)) -> MaskDraws:
     """The masks of the mask-anatomy chapter from its parameters, checked before any
     compute: None draws are the profile's (``full_draws``: draws of each material and of
-    each control; 2 on the smoke profile), None sparsities 60 to 98 % (smoke: 90 and 95 %).
-    Glues the draws under ``glue_prefix``."""
+    each control; 2 on the smoke profile), None sparsities 60 to 98 % (smoke: 90 and 95 %),
+    None materials all of them (smoke: ``PROSE_MATERIALS``). Glues the draws under
+    ``glue_prefix``."""
     P = config.get_profile(profile)
     small = P.name == "smoke"
+    if materials is None and small:
+        materials = PROSE_MATERIALS
     draws = (2 if small else full_draws[0]) if draws is None else draws
     control_draws = (2 if small else full_draws[1]) if control_draws is None else control_draws
     if sparsities is None:

@@ -780,3 +780,12 @@ def test_glue_tests_counts_and_ratios_under_a_prefix(monkeypatch):
     assert glued["vgg_grasp_random_labels_90_ratio"] == 1.5
     anatomy.glue_tests(table, labels=("DOP",))
     assert glued["cells"] == 3 and glued["snip_dop_90_ratio"] == 2.5
+
+
+def test_the_smoke_chapter_draws_only_the_materials_its_prose_quotes():
+    smoke = anatomy.chapter("smoke", "resnet20", None, None, 0)
+    assert smoke.materials == anatomy.PROSE_MATERIALS
+    assert {a.label for a in smoke.arms()} == set(anatomy.PROSE_MATERIALS)
+    assert anatomy.chapter("cpu", "resnet20", None, None, 0).materials == ()
+    chosen = anatomy.chapter("smoke", "resnet20", None, None, 0, materials=["images", "DOP"])
+    assert chosen.materials == ("images", "DOP")
