@@ -1,0 +1,129 @@
+"""One GPU's figures for book/reproduce.md: training speed and each chapter's expected time.
+
+Prepared for a machine with CUDA and run there once (a few minutes). It prints:
+
+1. the device, torch and CUDA;
+2. for every network of the study's grids on the ``--profile`` (cifar-gpu: CIFAR-sized
+   images, batch 128, precision auto, i.e. bf16 autocast on CUDA), the images per second of
+   ``train.train`` over ``--steps`` optimizer steps after ``--warmup`` steps, timed between
+   device synchronisations. The data are synthetic images of CIFAR's shape and count held
+   on the device (``data.batches`` crops and flips them there: no batch is copied from the
+   host), so the figure is the speed of training, whatever the data; ResNet-20 in fp32 too;
+3. the seconds of SNIP, GraSP and SynFlow (100 rounds) pruning ResNet-20 at 90 % on the
+   host's CPU, where a run scores;
+4. each grid's expected hours on this device: per run, epochs x training images / the
+   speed of its network, plus the slowest of the three scorings (a bound: dense and random
+   runs score nothing); the chapter that reads the grid beside it.
+
+``--device cpu`` runs the same on the CPU (the test does, with a few steps).
+Usage: python benchmarks/gpu_times.py [--device cuda] [--steps 200] [--warmup 20]
+"""
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from opai_lib import config, data, expander_study, experiments, models, prune
+from opai_lib.train import train
+
+# The grids (``python -m opai_lib sweep`` names) each chapter reads.
+CHAPTERS = {"dop_sparsity": "dop_sparsity", "material_draws": "dop_sparsity",
+            "budget": "dop_sparsity", "ablations": "ablations",
+            "super_stitching": "super_stitching", "sanity_checks": "mask_anatomy",
+            "expanders": "expander_masks"}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def grids(profile) -> dict[str, list]:
+    """Every grid's run configs on ``profile``."""
+    out = {name: [r.config for r in experiments.get_experiment(name).runs(profile)]
+           for name in experiments.EXPERIMENTS}
+    return out | {"expanders": expander_study.configs(profile.name, None)}
+
+
+def speed(model_name: str, width: float, recipe, images, steps: int, warmup: int,
+          device: torch.device) -> float:
+    """Training images per second of ``model_name`` at ``width`` by ``recipe`` (its first
+    ``warmup + steps`` steps on ``images``; the first ``warmup`` untimed)."""
+    model = models.get_model(model_name, images.num_classes, width, seed=0)
+    batches = data.batches(images, recipe.batch_size, True, 0, device=device)
+    if len(batches) < warmup + steps:
+        raise ValueError(f"{len(batches)} batches, fewer than warmup + steps = "
+                         f"{warmup + steps}")
+    train(model, batches, recipe, device=device, progress=False, stop_step=warmup)
+    synchronize(device)
+    t0 = time.perf_counter()
+    train(model, batches, recipe, device=device, progress=False, start_step=warmup,
+          stop_step=warmup + steps)
+    synchronize(device)
+    return steps * recipe.batch_size / (time.perf_counter() - t0)
+
+
+def score_seconds(images) -> dict[str, float]:
+    """Seconds of each criterion pruning ResNet-20 to 90 % (its defaults: SynFlow 100
+    rounds) fed 10 images per class, on the host's CPU, where ``study`` runs score before
+    training moves the network to the device; the fastest of two."""
+    batch = prune.scoring_batches(images, 10, 1, seed=0)[0]
+    model = models.get_model("resnet20", images.num_classes, seed=0)
+    out = {}
+    for criterion in ("snip", "grasp", "synflow"):
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            prune.prune_at_init(model, criterion, batch, 0.9)
+            times.append(time.perf_counter() - t0)
+        out[criterion] = min(times)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--profile", default="cifar-gpu")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here; --device cpu measures the CPU instead")
+    profile = config.get_profile(args.profile)
+    if profile.dataset != "cifar10":
+        raise SystemExit(f"--profile must train on cifar10 (its images are mimicked), got "
+                         f"{args.profile!r} on {profile.dataset!r}")
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else config.cpu_model())
+    print(f"device {name}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+    recipe = profile.recipe
+    per_class = -(-(args.warmup + args.steps) * recipe.batch_size // 10)
+    images = data.synthetic(train=True, per_class=per_class)
+    runs = grids(profile)
+    networks = sorted({(c.model, c.width) for configs in runs.values() for c in configs})
+    print(f"\ntraining ({recipe.batch_size} per step, precision {recipe.precision}), "
+          f"{args.steps} steps after {args.warmup}:")
+    rates = {}
+    for model_name, width in networks:
+        rates[model_name, width] = speed(model_name, width, recipe, images, args.steps,
+                                         args.warmup, device)
+        print(f"  {model_name} width {width:g}: {rates[model_name, width]:,.0f} img/s")
+    fp32 = dataclasses.replace(recipe, precision="fp32")
+    print(f"  resnet20 width 1 in fp32: "
+          f"{speed('resnet20', 1.0, fp32, images, args.steps, args.warmup, device):,.0f} img/s")
+    scores = score_seconds(images)
+    print(f"\nscoring ResNet-20 at 90 % on {config.cpu_model()}, {torch.get_num_threads()} "
+          "threads: " + ", ".join(f"{c} {s:.2f} s" for c, s in scores.items()))
+    print(f"\n| grid | chapter | runs | expected hours on {name} |\n| --- | --- | --- | --- |")
+    train_images = 10 * data.max_per_class(profile.dataset, "train")
+    for grid, configs in runs.items():
+        seconds = sum(c.recipe.epochs * (c.train_per_class * 10 or train_images)
+                      / rates[c.model, c.width] + max(scores.values()) for c in configs)
+        print(f"| {grid} | {CHAPTERS[grid]} | {len(configs)} | {seconds / 3600:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
