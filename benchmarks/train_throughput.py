@@ -11,12 +11,15 @@ multiply-adds of one image: forward and a backward of twice its cost), and the f
 that ceiling the project reaches.
 
 Images per second are the median of ``--repeats`` measurements, all settings interleaved
-in one process, each warmed up once before (oneDNN builds its kernels on first use). Run it
-on an idle machine: wall time is what is measured.
+in one process, each warmed up once before (oneDNN builds its kernels on first use). The
+ratios are taken per repeat (settings measured side by side) and given as their median with
+a distribution-free interval (``median_interval``): where it includes 1 the machine's noise
+hides any difference. Run it on an idle machine: wall time is what is measured.
 Usage: python benchmarks/train_throughput.py [--steps N] [--repeats R] [--threads 1,2]
 """
 
 import argparse
+import math
 import statistics
 import time
 
@@ -28,6 +31,21 @@ from opai_lib.config import Recipe
 from opai_lib.train import train
 
 BATCH = 128
+
+
+def median_interval(values, level: float = 0.95) -> tuple[float, float, float, float]:
+    """The median of ``values``, a distribution-free interval for it and the interval's
+    coverage: the k-th smallest and k-th largest value, k the largest with
+    P(Binomial(n, 1/2) <= k - 1) <= (1 - level) / 2 (at least 1: few values cover less;
+    n = 15 gives k = 4, coverage 0.965)."""
+    x, n = sorted(values), len(values)
+    k, below = 0, 0.0  # below: P(Binomial(n, 1/2) <= k - 1)
+    while below + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
+        below += math.comb(n, k) / 2 ** n
+        k += 1
+    if k == 0:
+        k, below = 1, 1 / 2 ** n
+    return statistics.median(x), x[k - 1], x[n - k], 1 - 2 * below
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
@@ -126,9 +144,12 @@ def main():
             values = measured[label]
             print(f"  {label:28s} {med[label]:7.1f} img/s (range {min(values):.1f}-"
                   f"{max(values):.1f}), {med[label] / ceiling:.2f} of the ceiling")
-        dense = med["project dense fp32"]
-        print(f"  project dense / plain PyTorch {dense / med['plain PyTorch fp32']:.3f}; "
-              f"masked / dense {med['project masked 90% fp32'] / dense:.3f}")
+        for a, b in (("project dense fp32", "plain PyTorch fp32"),
+                     ("project masked 90% fp32", "project dense fp32")):
+            ratios = [x / y for x, y in zip(measured[a], measured[b], strict=True)]
+            mid, lo, hi, coverage = median_interval(ratios)
+            print(f"  {a} / {b}: median of the paired repeats {mid:.3f}, "
+                  f"{100 * coverage:.1f} % interval {lo:.3f}-{hi:.3f}")
         share = mask_share(batches, args.repeats)
         print(f"  the mask's own work (zeroing pruned gradients) {100 * share:.2f} % of a "
               f"forward and backward pass: masked / dense at least {1 / (1 + share):.3f}")
