@@ -10,7 +10,8 @@ Prepared for a machine with CUDA and run there once (a few minutes). It prints:
    on the device (``data.batches`` crops and flips them there: no batch is copied from the
    host), so the figure is the speed of training, whatever the data; ResNet-20 in fp32 too;
 3. the seconds of SNIP, GraSP and SynFlow (100 rounds) pruning ResNet-20 at 90 % on the
-   host's CPU, where a run scores;
+   host's CPU, where a run scores; and how far the masks scored on the device agree with
+   the CPU's (a user may prune a network already on the GPU);
 4. each grid's expected hours on this device: per run, epochs x training images / the
    speed of its network, plus the slowest of the three scorings (a bound: dense and random
    runs score nothing); the chapter that reads the grid beside it.
@@ -20,6 +21,7 @@ Usage: python benchmarks/gpu_times.py [--device cuda] [--steps 200] [--warmup 20
 """
 
 import argparse
+import copy
 import dataclasses
 import time
 
@@ -82,6 +84,22 @@ def score_seconds(images) -> dict[str, float]:
     return out
 
 
+def device_agreement(images, device: torch.device) -> dict[str, float]:
+    """For each criterion, the share of the kept weights of ResNet-20's 90 % mask scored on
+    the CPU that the mask scored on ``device`` keeps too (1: the same mask; float sums in
+    another order may swap a few weights at the cut)."""
+    x, y = prune.scoring_batches(images, 10, 1, seed=0)[0]
+    model = models.get_model("resnet20", images.num_classes, seed=0)
+    on_device = copy.deepcopy(model).to(device)
+    out = {}
+    for criterion in ("snip", "grasp", "synflow"):
+        cpu = prune.prune_at_init(model, criterion, (x, y), 0.9)
+        other = prune.prune_at_init(on_device, criterion, (x.to(device), y.to(device)), 0.9)
+        kept = sum(int(m.sum()) for m in cpu.values())
+        out[criterion] = sum(int((m & other[n].cpu()).sum()) for n, m in cpu.items()) / kept
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda")
@@ -116,7 +134,9 @@ def main():
           f"{speed('resnet20', 1.0, fp32, images, args.steps, args.warmup, device):,.0f} img/s")
     scores = score_seconds(images)
     print(f"\nscoring ResNet-20 at 90 % on {config.cpu_model()}, {torch.get_num_threads()} "
-          "threads: " + ", ".join(f"{c} {s:.2f} s" for c, s in scores.items()))
+          "thread(s): " + ", ".join(f"{c} {s:.2f} s" for c, s in scores.items()))
+    print("masks scored on the device against the CPU's, share of kept weights in common: "
+          + ", ".join(f"{c} {v:.4f}" for c, v in device_agreement(images, device).items()))
     print(f"\n| grid | chapter | runs | expected hours on {name} |\n| --- | --- | --- | --- |")
     train_images = 10 * data.max_per_class(profile.dataset, "train")
     for grid, configs in runs.items():

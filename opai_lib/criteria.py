@@ -240,8 +240,9 @@ def grasp(model, batches, names, mask, generator, *, temperature: float, bn_mode
     if reinit_linear:
         with torch.no_grad():
             for m in net.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.xavier_normal_(m.weight, generator=generator)
+                if isinstance(m, nn.Linear):  # drawn on the CPU: the same on any device
+                    m.weight.copy_(nn.init.xavier_normal_(torch.empty_like(m.weight, device="cpu"),
+                                                          generator=generator))
     _apply(weights, names, mask)
     double_backward.fuse(net)
     batches = [(_channels_last(x), y) for x, y in batches]
