@@ -67,7 +67,6 @@ def test_selection_in_every_float_type_cuts_at_the_sorted_kth_score(dtype):
         assert not bool(keep[flat < cut].any())
 
 
-
 def test_a_budget_beyond_the_finite_scores_keeps_them_all_and_draws_the_rest():
     # most scores -inf (an iterative criterion's pruned weights): below their count every
     # kept score is finite; above it all finite ones are kept and seeded -inf fill the rest
@@ -81,6 +80,7 @@ def test_a_budget_beyond_the_finite_scores_keeps_them_all_and_draws_the_rest():
         assert bool(keep[finite].all()) if k >= 100 else not bool(keep[~finite].any())
     assert not torch.equal(prune.select(scores, 0.7, seed=3)["a"],
                            prune.select(scores, 0.7, seed=4)["a"])
+
 
 def test_ties_are_not_broken_by_position():
     """All-equal scores: each position is kept about as often as the density."""
