@@ -16,22 +16,16 @@ Usage: python benchmarks/score_cost.py [--repeats N] [--threads 1,2] [--criteria
 """
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import timed
 
 from opai_lib import criteria, data, models, prune
 
 TARGETS = {"snip": 1.3, "grasp": 4.0, "synflow": 5.5}
 # Extra rows: a criterion with options other than its defaults.
 VARIANTS = {"grasp/evalBN": ("grasp", {"bn_mode": "eval"})}
-
-
-def seconds(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main():
@@ -67,9 +61,9 @@ def main():
             if rounds == 1:  # warm-up: oneDNN builds its kernels
                 prune.prune_at_init(model, criterion, (x, y), 0.9, **options)
             for _ in range(args.repeats):
-                base += [seconds(forward_backward) for _ in range(3)]
-                times.append(seconds(lambda c=criterion, o=options:
-                                     prune.prune_at_init(model, c, (x, y), 0.9, **o)))
+                base += [timed(forward_backward)[0] for _ in range(3)]
+                times.append(timed(lambda c=criterion, o=options:
+                                   prune.prune_at_init(model, c, (x, y), 0.9, **o))[0])
             everything += base
             ratio = min(times) / min(base)
             target = TARGETS.get(name)

@@ -34,21 +34,15 @@ import importlib
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import median_interval, timed
 
 from opai_lib import config, data, models, prune
 
 DENSITY, ROUNDS = 0.1, 100  # the reference's "sparsity" is the fraction kept
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def import_reference(path: Path):
@@ -156,12 +150,16 @@ def main():
         for row, t in times.items():
             print(f"{row:36s} {min(t):8.3f} {min(t) / unit:10.2f}")
         ours, theirs = (min(times[r]) for r in list(rows)[1:])
+        mid, lo, hi, coverage = median_interval(
+            [a / b for a, b in zip(*(times[r] for r in list(rows)[1:]), strict=True)])
         a, b = (last[r] for r in list(rows)[1:])
         both = sum(int((a[n] & b[n]).sum()) for n in names)
         either = sum(int((a[n] | b[n]).sum()) for n in names)
         kept = [sum(int(m[n].sum()) for n in names) for m in (a, b)]
         total = sum(a[n].numel() for n in names)
-        print(f"project / reference (same net and weights): {ours / theirs:.2f}")
+        print(f"project / reference (same net and weights): {ours / theirs:.2f} (fastest); "
+              f"per paired repeat median {mid:.2f}, {100 * coverage:.1f} % interval "
+              f"{lo:.2f}-{hi:.2f}")
         more = sum(total - int((1 - d) * total) != round(d * total)
                    for d in prune.schedule_densities(DENSITY, ROUNDS))
         print(f"masks: kept {kept[0]} (project), {kept[1]} (reference) of {total}; "

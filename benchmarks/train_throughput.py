@@ -19,33 +19,18 @@ Usage: python benchmarks/train_throughput.py [--steps N] [--repeats R] [--thread
 """
 
 import argparse
-import math
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from timing import median_interval
 
 from opai_lib import config, data, filters, masks, models, prune
 from opai_lib.config import Recipe
 from opai_lib.train import train
 
 BATCH = 128
-
-
-def median_interval(values, level: float = 0.95) -> tuple[float, float, float, float]:
-    """The median of ``values``, a distribution-free interval for it and the interval's
-    coverage: the k-th smallest and k-th largest value, k the largest with
-    P(Binomial(n, 1/2) <= k - 1) <= (1 - level) / 2 (at least 1: few values cover less;
-    n = 15 gives k = 4, coverage 0.965)."""
-    x, n = sorted(values), len(values)
-    k, below = 0, 0.0  # below: P(Binomial(n, 1/2) <= k - 1)
-    while below + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
-        below += math.comb(n, k) / 2 ** n
-        k += 1
-    if k == 0:
-        k, below = 1, 1 / 2 ** n
-    return statistics.median(x), x[k - 1], x[n - k], 1 - 2 * below
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
