@@ -1,6 +1,6 @@
 """One GPU's figures for book/reproduce.md: training speed and each chapter's expected time.
 
-Prepared for a machine with CUDA and run there once (a few minutes). It prints:
+Prepared for a machine with CUDA, to run there once (not yet run on one). It prints:
 
 1. the device, torch and CUDA;
 2. for every network of the study's grids on the ``--profile`` (cifar-gpu: CIFAR-sized
@@ -16,16 +16,16 @@ Prepared for a machine with CUDA and run there once (a few minutes). It prints:
    speed of its network, plus the slowest of the three scorings (a bound: dense and random
    runs score nothing); the chapter that reads the grid beside it.
 
-``--device cpu`` runs the same on the CPU (the test does, with a few steps).
+``--device cpu`` runs the same on the CPU: how it was checked without a GPU.
 Usage: python benchmarks/gpu_times.py [--device cuda] [--steps 200] [--warmup 20]
 """
 
 import argparse
-import copy
 import dataclasses
 import time
 
 import torch
+from timing import timed
 
 from opai_lib import config, data, expander_study, experiments, models, prune
 from opai_lib.train import train
@@ -67,34 +67,32 @@ def speed(model_name: str, width: float, recipe, images, steps: int, warmup: int
     return steps * recipe.batch_size / (time.perf_counter() - t0)
 
 
-def score_seconds(images) -> dict[str, float]:
+CRITERIA = ("snip", "grasp", "synflow")
+
+
+def score_seconds(images) -> tuple[dict[str, float], dict]:
     """Seconds of each criterion pruning ResNet-20 to 90 % (its defaults: SynFlow 100
     rounds) fed 10 images per class, on the host's CPU, where ``study`` runs score before
-    training moves the network to the device; the fastest of two."""
+    training moves the network to the device (the fastest of two), and each one's mask."""
     batch = prune.scoring_batches(images, 10, 1, seed=0)[0]
     model = models.get_model("resnet20", images.num_classes, seed=0)
-    out = {}
-    for criterion in ("snip", "grasp", "synflow"):
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            prune.prune_at_init(model, criterion, batch, 0.9)
-            times.append(time.perf_counter() - t0)
-        out[criterion] = min(times)
-    return out
+    seconds, found = {}, {}
+    for criterion in CRITERIA:
+        runs = [timed(lambda c=criterion: prune.prune_at_init(model, c, batch, 0.9))
+                for _ in range(2)]
+        seconds[criterion], found[criterion] = min(t for t, _ in runs), runs[-1][1]
+    return seconds, found
 
 
-def device_agreement(images, device: torch.device) -> dict[str, float]:
-    """For each criterion, the share of the kept weights of ResNet-20's 90 % mask scored on
-    the CPU that the mask scored on ``device`` keeps too (1: the same mask; float sums in
-    another order may swap a few weights at the cut)."""
+def device_agreement(images, device: torch.device, on_cpu: dict) -> dict[str, float]:
+    """For each criterion, the share of the kept weights of its CPU mask (``on_cpu``, from
+    ``score_seconds``) that the mask scored on ``device`` keeps too (1: the same mask;
+    float sums in another order may swap a few weights at the cut)."""
     x, y = prune.scoring_batches(images, 10, 1, seed=0)[0]
-    model = models.get_model("resnet20", images.num_classes, seed=0)
-    on_device = copy.deepcopy(model).to(device)
+    model = models.get_model("resnet20", images.num_classes, seed=0).to(device)
     out = {}
-    for criterion in ("snip", "grasp", "synflow"):
-        cpu = prune.prune_at_init(model, criterion, (x, y), 0.9)
-        other = prune.prune_at_init(on_device, criterion, (x.to(device), y.to(device)), 0.9)
+    for criterion, cpu in on_cpu.items():
+        other = prune.prune_at_init(model, criterion, (x.to(device), y.to(device)), 0.9)
         kept = sum(int(m.sum()) for m in cpu.values())
         out[criterion] = sum(int((m & other[n].cpu()).sum()) for n, m in cpu.items()) / kept
     return out
@@ -132,11 +130,11 @@ def main():
     fp32 = dataclasses.replace(recipe, precision="fp32")
     print(f"  resnet20 width 1 in fp32: "
           f"{speed('resnet20', 1.0, fp32, images, args.steps, args.warmup, device):,.0f} img/s")
-    scores = score_seconds(images)
+    scores, on_cpu = score_seconds(images)
     print(f"\nscoring ResNet-20 at 90 % on {config.cpu_model()}, {torch.get_num_threads()} "
           "thread(s): " + ", ".join(f"{c} {s:.2f} s" for c, s in scores.items()))
     print("masks scored on the device against the CPU's, share of kept weights in common: "
-          + ", ".join(f"{c} {v:.4f}" for c, v in device_agreement(images, device).items()))
+          + ", ".join(f"{c} {v:.4f}" for c, v in device_agreement(images, device, on_cpu).items()))
     print(f"\n| grid | chapter | runs | expected hours on {name} |\n| --- | --- | --- | --- |")
     train_images = 10 * data.max_per_class(profile.dataset, "train")
     for grid, configs in runs.items():

@@ -1,5 +1,5 @@
-"""Timing helpers of the benchmarks (run as scripts from the repository root: this folder
-is then first on the import path)."""
+"""Timing helpers of the benchmarks (each run as a script, so this folder is first on the
+import path)."""
 
 import math
 import statistics

@@ -114,9 +114,9 @@ def _keep(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Ten
         return torch.zeros(flat.numel(), dtype=torch.bool)
     # the k-th largest score, by numpy's introselect (0.6 ms against torch.kthvalue's 3.3 ms
     # on ResNet-20's 272k scores; the same value); float64 holds every narrower float exactly.
-    # Introselect slows up to tenfold on many equal values, so the -inf scores of pruned
-    # weights (an iterative criterion's later rounds) are left out; the cut is -inf when
-    # k reaches past the finite scores.
+    # Introselect slows on many equal values (7 to 13 times with 90 to 97 % of the scores
+    # -inf, as in an iterative criterion's later rounds), so the -inf scores of pruned
+    # weights are left out; the cut is -inf when k reaches past the finite scores.
     values = (flat if flat.dtype in (torch.float32, torch.float64) else flat.double()).numpy()
     finite = values[values != -np.inf]
     cut = torch.tensor(np.partition(finite, finite.size - k)[finite.size - k]
