@@ -405,3 +405,24 @@ def test_a_damaged_concept_cache_is_moved_aside_and_rebuilt(tmp_path):
         assert _cache_load_or_build(path, lambda: {"built": 1}, use_cache=True) == {"built": 1}
     assert len(list(tmp_path.glob("class3.pt.corrupt-*"))) == 1
     assert _cache_load_or_build(path, lambda: {"built": 2}, use_cache=True) == {"built": 1}
+
+
+def test_synthetic_classifier_is_trained_once_per_cache_folder(monkeypatch, tmp_path):
+    """A second process (an empty in-process memo) reads the trained net back, bit for bit;
+    a damaged cache file is moved aside and the net trained again."""
+    monkeypatch.setenv("OPAI_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(C, "_TRAINED", {})
+    train = data.synthetic(train=True, per_class=8)
+    first = C.default_classifier(train)
+    monkeypatch.setattr(C, "_TRAINED", {})
+    monkeypatch.setattr(C, "_synthetic_classifier", lambda d: pytest.fail("trained again"))
+    again = C.default_classifier(train)
+    assert again is not first and (again.name, again.layer) == (first.name, first.layer)
+    kept = again.model.state_dict()
+    assert all(torch.equal(t, kept[name]) for name, t in first.model.state_dict().items())
+    [path] = (data.cache_dir() / "classifiers").glob("synthetic-tiny-*.pt")
+    path.write_bytes(b"torn")
+    monkeypatch.setattr(C, "_TRAINED", {})
+    monkeypatch.setattr(C, "_synthetic_classifier", lambda d: first)
+    with pytest.warns(UserWarning, match=path.name):
+        assert C.default_classifier(train) is first

@@ -1144,7 +1144,7 @@ def test_report_draws_shows_and_glues_an_effect_table(monkeypatch):
     plt.close("all")
 
 
-def test_the_smoke_grids_keep_only_the_sparsities_their_prose_quotes():
+def test_the_smoke_grids_keep_only_the_sparsities_and_arms_their_prose_quotes():
     smoke, cpu = config.get_profile("smoke"), config.get_profile("cpu")
     for name in ("dop_sparsity", "ablations"):
         exp = E.get_experiment(name)
@@ -1154,4 +1154,6 @@ def test_the_smoke_grids_keep_only_the_sparsities_their_prose_quotes():
         assert {r.sparsity for r in exp.runs(smoke, sparsities=[0.6]) if r.sparsity} == {0.6}
     sanity = E.get_experiment("sanity_checks")
     assert {r.sparsity for r in sanity.runs(smoke)} == {0.9}
+    assert {r.arm.label for r in sanity.runs(smoke)} == {"DOP"}  # the arms its prose quotes
+    assert {r.arm.label for r in sanity.runs(cpu)} == {"images", "DOP", "stitching σ=0.5"}
     assert {r.sparsity for r in sanity.runs(cpu)} == {0.9, 0.95}
