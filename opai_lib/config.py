@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import platform
 import types
 import typing
@@ -154,10 +155,21 @@ def cpu_model() -> str:
            f"model {info.get('model', '?')})"
 
 
+# oneDNN's instruction sets without bf16 arithmetic, as ONEDNN_MAX_CPU_ISA names them
+ONEDNN_NO_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                  "AVX512_CORE_VNNI")
+
+
 def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16). Without it oneDNN
-    emulates bf16: on a Zen 3 (AVX2) training ran 14x slower than fp32."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    """Whether torch computes bf16 natively here: the CPU has AVX512-BF16 or AMX-BF16, and
+    neither ATen (``ATEN_CPU_CAPABILITY``) nor oneDNN (``ONEDNN_MAX_CPU_ISA``) is held
+    below them. Otherwise oneDNN emulates bf16: training ran 14x slower than fp32 on a
+    Zen 3 (AVX2), and 12x on an AMX Xeon with both held at AVX2."""
+    import torch  # here, not at the top: the profiles and their checks need no torch
+
+    capped = (torch.backends.cpu.get_cpu_capability() != "AVX512"
+              or os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() in ONEDNN_NO_BF16)
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags()) and not capped
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -132,6 +132,25 @@ def test_precision_auto_follows_the_machine(monkeypatch):
         RunConfig(recipe=Recipe(precision="bf16")).key()
 
 
+@pytest.mark.parametrize(("flags", "capability", "onednn", "native"), [
+    ({"avx512_bf16"}, "AVX512", None, True),
+    ({"amx_bf16"}, "AVX512", "avx512_core_amx", True),
+    ({"avx2"}, "AVX2", None, False),  # a Zen 3
+    ({"amx_bf16"}, "AVX2", None, False),  # ATEN_CPU_CAPABILITY=avx2
+    ({"amx_bf16"}, "AVX512", "AVX2", False),  # ONEDNN_MAX_CPU_ISA=AVX2
+    ({"avx512_bf16"}, "AVX512", "avx512_core", False),
+])
+def test_native_bf16_needs_the_cpu_and_torch_free_to_use_it(monkeypatch, flags, capability,
+                                                            onednn, native):
+    monkeypatch.setattr(config, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    if onednn is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
+    assert config.native_bf16() is native
+
+
 def test_the_published_profile_trains_in_fp32():
     assert config.get_profile("cpu").recipe.precision == "fp32"
 
