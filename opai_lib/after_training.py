@@ -58,10 +58,7 @@ def magnitude_mask(model: nn.Module, sparsity: float, scope: str = "global", see
                      last_layer=last_layer)  # the arguments checked before any compute
     names = list(models.prunable(model, first_layer, last_layer))
     scores = criteria.magnitude(model, None, names, None, None)
-    attached = masks.get_mask(model)
-    scores = {n: s.masked_fill(~attached[n], -math.inf) if n in attached else s
-              for n, s in scores.items()}
-    mask = prune.select(scores, sparsity, scope, seed)
+    mask = prune.select(scores, sparsity, scope, seed, within=masks.get_mask(model))
     dead = masks.empty_layers(mask)
     if dead:
         raise ValueError(f"layer collapse: magnitude pruning at sparsity {sparsity} "

@@ -82,6 +82,28 @@ def test_a_budget_beyond_the_finite_scores_keeps_them_all_and_draws_the_rest():
                            prune.select(scores, 0.7, seed=4)["a"])
 
 
+@pytest.mark.parametrize("scope", ["global", "layerwise", "erk"])
+def test_weights_outside_within_count_as_minus_infinity(scope):
+    """``within`` is the -inf fill done by hand, ties and budgets past the alive weights
+    included; a layer ``within`` does not name is all alive."""
+    g = torch.Generator().manual_seed(2)
+    scores = {"a": torch.randint(0, 4, (40, 30), generator=g).float(),
+              "b": torch.rand(300, generator=g), "c": torch.rand(50, generator=g)}
+    scores["b"][:7] = -math.inf  # -inf of its own, inside the alive weights
+    within = {"a": torch.rand(40, 30, generator=g) < 0.2, "b": torch.rand(300, generator=g) < 0.5}
+    filled = {n: s.masked_fill(~within[n], -math.inf) if n in within else s
+              for n, s in scores.items()}
+    for sparsity in (0.5, 0.8, 0.97):
+        for seed in (0, 1):
+            got = prune.select(scores, sparsity, scope, seed, within=within)
+            expected = prune.select(filled, sparsity, scope, seed)
+            assert all(torch.equal(got[n], expected[n]) for n in scores), (sparsity, seed)
+    # past the alive weights (0.5 keeps 775 of 1550, about 440 alive): all of them kept
+    kept = prune.select(scores, 0.5, "global", 0, within=within)
+    assert sum(int((within[n] & (scores[n] > -math.inf)).sum()) for n in within) + 50 < 775
+    assert all(bool(kept[n][within[n] & (scores[n] > -math.inf)].all()) for n in within)
+
+
 def test_ties_are_not_broken_by_position():
     """All-equal scores: each position is kept about as often as the density."""
     scores = {"a": torch.zeros(40), "b": torch.zeros(60)}
