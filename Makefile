@@ -47,9 +47,10 @@ nb: install
 
 # Re-run N random records of a published store (STORE: book/record/cpu, the study's runs;
 # book/record/cpu-lessons or book/record/cpu-anatomy, the chapters' experiments) and compare.
+# MASKS=1: choose the masks of every run again (of N random ones if N is given), no training.
 STORE ?= book/record/cpu
 verify: install
-	$(BIN)/python -m opai_lib verify --n $(N) --store $(STORE)
+	$(BIN)/python -m opai_lib verify $(if $(MASKS),--masks $(if $(filter command line,$(origin N)),--n $(N)),--n $(N)) --store $(STORE)
 
 # Recompute the runs of chapter NB into an empty store (runs/record/NB), then set them
 # beside the published record. Publish by copying the new records into book/record/cpu.

@@ -24,11 +24,18 @@ from opai_lib import config, expander_study, experiments, pages, parameters, rec
 
 
 def _print(rows: list[dict]) -> None:
+    """A line per row of ``record.verify``, ``verify_masks`` or ``compare``: a run's
+    accuracies, an experiment's largest difference, the mask where there is one."""
+    yes = {True: "same", False: "other"}
     for r in rows:
-        yes = {True: "same", False: "other"}
-        print(f"{r['key']}  {r['run']:<42} published {r['published']:.4f}  recomputed "
-              f"{r['recomputed']:.4f}  mask {'same' if r['same_mask'] else 'DIFFERENT'}  "
-              f"cpu {yes[r['same_cpu']]}  threads {yes[r['same_threads']]}  {r['verdict']}")
+        result = (f"published {r['published']:.4f}  recomputed {r['recomputed']:.4f}  "
+                  if r["published"] is not None else
+                  f"largest difference {r['difference']:.4g}  "
+                  if r["difference"] is not None else "")
+        mask = "" if r["same_mask"] is None else \
+            f"mask {'same' if r['same_mask'] else 'DIFFERENT'}  "
+        print(f"{r['key']}  {r['run']:<42} {result}{mask}cpu {yes[r['same_cpu']]}  "
+              f"threads {yes[r['same_threads']]}  {r['verdict']}")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -157,10 +164,12 @@ def fold(args, parser) -> int:
 
 
 def verify(args, parser) -> int:
-    """Re-run records of a published store; exit status 1 if one differs on its machine."""
-    if args.n < 1:
+    """Re-run records of a published store (with --masks, only choose their masks again);
+    exit status 1 if one differs on its machine."""
+    if args.n is not None and args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
-    rows = record.verify(args.store, args.n, args.seed)
+    rows = record.verify_masks(args.store, args.n, args.seed) if args.masks else \
+        record.verify(args.store, 3 if args.n is None else args.n, args.seed)
     _print(rows)
     return 1 if record.failed(rows) else 0
 
@@ -218,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fold", help="fold papermill's injected-parameters cell of notebooks")
     f.add_argument("notebooks", nargs="+")
     v = sub.add_parser("verify", help="re-run N random records of the published record")
-    v.add_argument("--n", type=int, default=3, help="how many records (default 3)")
+    v.add_argument("--n", type=int, default=None,
+                   help="how many records (default 3; with --masks, every run with a mask)")
+    v.add_argument("--masks", action="store_true",
+                   help="choose the runs' masks again, without training, and compare hashes")
     v.add_argument("--seed", type=int, default=None, help="seed of the random choice")
     v.add_argument("--store", default=str(study.RECORD_DIR / "cpu"),
                    help="the record's folder: cpu (runs), cpu-lessons or cpu-anatomy")

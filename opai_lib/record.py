@@ -19,6 +19,7 @@ setting.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -196,18 +197,18 @@ def _checkable(record: dict) -> bool:
     return "config" in record or not getattr(KINDS.get(record["kind"]), "measures_time", False)
 
 
-def verify(store: str | Path | Store, n: int, seed: int | None = None,
-           scratch: str | Path | None = None) -> list[dict]:
-    """Re-run ``n`` randomly chosen records of ``store`` (study runs, or experiments of
-    ``KINDS`` other than timings) into a scratch store, each with the thread count that
-    wrote it, and compare."""
+def _picked(store: str | Path | Store, n: int | None, seed: int | None, wanted
+            ) -> tuple[list[dict], list, list[dict]]:
+    """``n`` records of ``store`` that ``wanted`` accepts (None: all of them), chosen at
+    random by ``seed``, with what each was made from (a RunConfig, or an experiment's
+    options), checked to have the record's key still; and every record ``wanted`` accepts."""
     published = study.open_store(store)
     keys = published.finished()
     if not keys:
         raise ValueError(f"no finished record in {published.root}")
-    records = [r for r in (published.read(k) for k in keys) if _checkable(r)]
-    spread = seed_spread([r for r in records if "config" in r])
-    picked = random.Random(seed).sample(records, min(n, len(records)))
+    records = [r for r in (published.read(k) for k in keys) if wanted(r)]
+    picked = records if n is None else random.Random(seed).sample(records,
+                                                                  min(n, len(records)))
     made = [study.RunConfig.from_dict(r["config"]) if "config" in r else options_of(r)
             for r in picked]
     for record, what in zip(picked, made, strict=True):
@@ -215,19 +216,60 @@ def verify(store: str | Path | Store, n: int, seed: int | None = None,
         if now != record["key"]:
             raise ValueError(f"record {record['key']} has a config whose key is now "
                              f"{now}: the code's keys changed since it was written")
+    return picked, made, records
+
+
+@contextlib.contextmanager
+def _threads_of(record: dict):
+    """Torch on the thread count that wrote ``record`` inside, its own count restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(record["machine"]["threads"])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def verify(store: str | Path | Store, n: int, seed: int | None = None,
+           scratch: str | Path | None = None) -> list[dict]:
+    """Re-run ``n`` randomly chosen records of ``store`` (study runs, or experiments of
+    ``KINDS`` other than timings) into a scratch store, each with the thread count that
+    wrote it, and compare."""
+    picked, made, records = _picked(store, n, seed, _checkable)
+    spread = seed_spread([r for r in records if "config" in r])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fresh_store = Store(scratch or tmp)
-        threads = torch.get_num_threads()
         for record, what in zip(picked, made, strict=True):
-            torch.set_num_threads(record["machine"]["threads"])
-            try:
+            with _threads_of(record):
                 if "config" in record:
                     rows.append(comparison(record, study.run(what, fresh_store), spread))
                 else:
                     rows.append(experiment_comparison(record, run(what, fresh_store)))
-            finally:
-                torch.set_num_threads(threads)
+    return rows
+
+
+def verify_masks(store: str | Path | Store, n: int | None = None, seed: int | None = None
+                 ) -> list[dict]:
+    """Choose again the mask of ``n`` randomly chosen runs of ``store`` (None: every run
+    with a mask), without training, each with the thread count that wrote it, and compare
+    its hash with the record's: a change to a criterion, a material or the selection
+    checked against the whole record in minutes, where ``verify`` trains for hours."""
+    picked, made, _ = _picked(store, n, seed, lambda r: bool(r.get("mask_sha256")))
+    rows = []
+    for record, cfg in zip(picked, made, strict=True):
+        with _threads_of(record):
+            same_mask = study.mask_sha256(study.chosen_mask(cfg)[3]) == record["mask_sha256"]
+            here = study.machine(cfg.device)
+        same = {k: record["machine"].get(k) == here.get(k) for k in SAME_MACHINE}
+        verdict = ("identical" if same_mask else "DIFFERS on the same machine"
+                   if all(same.values()) else "differs on another machine")
+        rows.append({"key": record["key"], "run": _describe(record["config"]),
+                     "published": None, "recomputed": None, "difference": None,
+                     "identical": same_mask, "same_mask": same_mask,
+                     "same_machine": all(same.values()),
+                     "same_cpu": same["cpu"] and same["capability"],
+                     "same_threads": same["threads"], "seed_sd": None, "verdict": verdict})
     return rows
 
 

@@ -202,6 +202,14 @@ def make_mask(cfg: RunConfig, model, train_set) -> masks.Mask | None:
     return mask
 
 
+def chosen_mask(cfg: RunConfig) -> tuple:
+    """What a run of ``cfg`` trains before it trains: its train and test sets, its initial
+    network and the mask chosen on it (None for the dense baseline)."""
+    train_set, test_set = run_data(cfg.dataset, cfg.train_per_class, cfg.test_per_class)
+    model = initial_model(cfg, train_set.num_classes)
+    return train_set, test_set, model, make_mask(cfg, model, train_set)
+
+
 def initial_model(cfg: RunConfig, num_classes: int, seed: int | None = None):
     """``cfg``'s network with the initial weights of ``seed`` (None: the run's)."""
     return models.get_model(cfg.model, num_classes, cfg.width,
@@ -266,9 +274,7 @@ def open_store(store: str | Path | Store) -> Store:
 def _compute(cfg: RunConfig, store: Store) -> tuple[dict, dict | None]:
     """Train and evaluate ``cfg``: its record and its packed mask."""
     t0 = time.perf_counter()
-    train_set, test_set = run_data(cfg.dataset, cfg.train_per_class, cfg.test_per_class)
-    model = initial_model(cfg, train_set.num_classes)
-    mask = make_mask(cfg, model, train_set)
+    train_set, test_set, model, mask = chosen_mask(cfg)
     if cfg.sanity == "reinit":  # the mask chosen on one network, trained on another
         model = initial_model(cfg, train_set.num_classes, sanity.reinit_seed(cfg.seed))
     if mask is not None:

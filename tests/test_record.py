@@ -88,7 +88,7 @@ class _TimeSomething:
         return {"took": time.perf_counter()}, None
 
 
-def test_verify_recomputes_experiments_and_catches_a_changed_one(tmp_path):
+def test_verify_recomputes_experiments_and_catches_a_changed_one(tmp_path, capsys):
     published = Store(tmp_path)
     made = [record.run(_DrawNumbers(seed), published) for seed in (0, 1)]
     record.run(_TimeSomething(), published)  # a timing cannot come out again: never picked
@@ -101,6 +101,8 @@ def test_verify_recomputes_experiments_and_catches_a_changed_one(tmp_path):
     assert rows[made[0]["key"]]["verdict"] == "DIFFERS on the same machine"
     assert rows[made[0]["key"]]["difference"] == pytest.approx(0.25)
     assert rows[made[1]["key"]]["verdict"] == "identical" and record.failed(list(rows.values()))
+    assert main(["verify", "--n", "5", "--store", str(tmp_path)]) == 1  # the lines print
+    assert "largest difference 0.25" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -126,6 +128,30 @@ def test_verify_recomputes_identically_and_catches_a_changed_record(tmp_path):
     verdicts = {r["key"]: r["verdict"] for r in record.compare(fresh, published)}
     assert verdicts == {records[0]["key"]: "identical",
                         snip["key"]: "DIFFERS on the same machine"}
+
+
+@pytest.mark.slow
+def test_verify_masks_chooses_every_mask_again_without_training(tmp_path, monkeypatch, capsys):
+    published = Store(tmp_path)
+    cfgs = [study.config_from_profile(SMOKE, model="tiny", method=m, sparsity=s, **extra)
+            for m, s, extra in [("dense", 0.0, {}), ("snip", 0.8, {}), ("grasp", 0.8, {}),
+                                ("force", 0.9, {}), ("snip", 0.8, {"sanity": "shuffle"})]]
+    records = study.sweep(cfgs, published)
+    monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("trained"))
+    rows = record.verify_masks(published)
+    assert sorted(r["key"] for r in rows) == sorted(r["key"] for r in records[1:])  # no dense
+    assert all(r["verdict"] == "identical" and r["same_mask"] for r in rows)
+    assert len(record.verify_masks(published, n=2, seed=0)) == 2
+    # a record whose mask is not the one its config chooses (here: another run's)
+    snip, grasp = records[1], records[2]
+    published.write(snip["key"], {**snip, "mask_sha256": grasp["mask_sha256"]},
+                    published.read_arrays(snip["key"]))
+    rows = {r["key"]: r for r in record.verify_masks(published)}
+    assert rows[snip["key"]]["verdict"] == "DIFFERS on the same machine"
+    assert rows[grasp["key"]]["verdict"] == "identical" and record.failed(list(rows.values()))
+    assert main(["verify", "--masks", "--store", str(published.root)]) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(snip["key"]))
+    assert "mask DIFFERENT" in line and "DIFFERS on the same machine" in line
 
 
 @pytest.mark.slow
