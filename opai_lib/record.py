@@ -130,10 +130,18 @@ def _describe(cfg: dict) -> str:
     return f"{cfg['model']} {cfg['method']} s={cfg['sparsity']:g} seed {cfg['seed']}"
 
 
+def _machines(published: dict, fresh: dict) -> dict:
+    """A row's machine columns: whether the machine that wrote record ``published``
+    computed ``fresh`` (its CPU family, thread count, torch and device: all of them)."""
+    same = {k: published["machine"].get(k) == fresh["machine"].get(k) for k in SAME_MACHINE}
+    return {"same_machine": all(same.values()), "same_cpu": same["cpu"] and same["capability"],
+            "same_threads": same["threads"]}
+
+
 def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
     """One row: published and recomputed accuracy, mask and machine match, and a verdict."""
-    same = {k: published["machine"].get(k) == fresh["machine"].get(k) for k in SAME_MACHINE}
-    same_machine = all(same.values())
+    machines = _machines(published, fresh)
+    same_machine = machines["same_machine"]
     same_mask = published.get("mask_sha256") == fresh.get("mask_sha256")
     diff = fresh["accuracy"] - published["accuracy"]
     sd = spread.get(_setting(published))
@@ -147,9 +155,7 @@ def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
                   (f"{sd:.4f})" if sd is not None else "unknown)")
     return {"key": published["key"], "run": _describe(published["config"]),
             "published": published["accuracy"], "recomputed": fresh["accuracy"],
-            "difference": diff, "identical": identical, "same_mask": same_mask,
-            "same_machine": same_machine,
-            "same_cpu": same["cpu"] and same["capability"], "same_threads": same["threads"],
+            "difference": diff, "identical": identical, "same_mask": same_mask, **machines,
             "seed_sd": sd, "verdict": verdict}
 
 
@@ -178,8 +184,8 @@ _NOT_RESULT = ("key", "kind", "options", "seconds", "machine")
 def experiment_comparison(published: dict, fresh: dict) -> dict:
     """One row for an experiment's record: the largest difference of any number of its
     result (every field but key, options, seconds and machine), machine match, verdict."""
-    same = {k: published["machine"].get(k) == fresh["machine"].get(k) for k in SAME_MACHINE}
-    same_machine = all(same.values())
+    machines = _machines(published, fresh)
+    same_machine = machines["same_machine"]
     diff = largest_difference(*({k: v for k, v in r.items() if k not in _NOT_RESULT}
                                 for r in (published, fresh)))
     identical = diff == 0
@@ -187,9 +193,7 @@ def experiment_comparison(published: dict, fresh: dict) -> dict:
                else f"differs on another machine (largest difference {diff:.4g})")
     return {"key": published["key"], "run": published["kind"], "published": None,
             "recomputed": None, "difference": diff, "identical": identical,
-            "same_mask": None, "same_machine": same_machine,
-            "same_cpu": same["cpu"] and same["capability"], "same_threads": same["threads"],
-            "seed_sd": None, "verdict": verdict}
+            "same_mask": None, **machines, "seed_sd": None, "verdict": verdict}
 
 
 def _checkable(record: dict) -> bool:
@@ -260,16 +264,13 @@ def verify_masks(store: str | Path | Store, n: int | None = None, seed: int | No
     for record, cfg in zip(picked, made, strict=True):
         with _threads_of(record):
             same_mask = study.mask_sha256(study.chosen_mask(cfg)[3]) == record["mask_sha256"]
-            here = study.machine(cfg.device)
-        same = {k: record["machine"].get(k) == here.get(k) for k in SAME_MACHINE}
+            machines = _machines(record, {"machine": study.machine(cfg.device)})
         verdict = ("identical" if same_mask else "DIFFERS on the same machine"
-                   if all(same.values()) else "differs on another machine")
+                   if machines["same_machine"] else "differs on another machine")
         rows.append({"key": record["key"], "run": _describe(record["config"]),
                      "published": None, "recomputed": None, "difference": None,
-                     "identical": same_mask, "same_mask": same_mask,
-                     "same_machine": all(same.values()),
-                     "same_cpu": same["cpu"] and same["capability"],
-                     "same_threads": same["threads"], "seed_sd": None, "verdict": verdict})
+                     "identical": same_mask, "same_mask": same_mask, **machines,
+                     "seed_sd": None, "verdict": verdict})
     return rows
 
 
