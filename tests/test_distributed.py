@@ -1,6 +1,8 @@
 """Sweeps spread out: on a real Dask cluster through ``executor=``, and in shards of the
 command line; either way the store ends with exactly the records of a local sweep."""
 
+import os
+
 import pytest
 import torch
 
@@ -31,8 +33,21 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def own_environment():
+    """This process's environment as it was: a LocalCluster writes OMP_NUM_THREADS=1,
+    MKL_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_=65536 and more into it, and every later
+    subprocess inherited them (the notebook tests' kernels ran single-threaded, mask_anatomy
+    44 s instead of 28)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.slow
-def test_a_sweep_on_a_dask_cluster_gives_the_local_records(tmp_path, one_thread):
+def test_a_sweep_on_a_dask_cluster_gives_the_local_records(tmp_path, one_thread,
+                                                           own_environment):
     distributed = pytest.importorskip("distributed")
     cfgs = tiny_runs()
     local = study.sweep(cfgs, tmp_path / "local")
