@@ -130,33 +130,29 @@ def _describe(cfg: dict) -> str:
     return f"{cfg['model']} {cfg['method']} s={cfg['sparsity']:g} seed {cfg['seed']}"
 
 
-def _machines(published: dict, fresh: dict) -> dict:
-    """A row's machine columns: whether the machine that wrote record ``published``
-    computed ``fresh`` (its CPU family, thread count, torch and device: all of them)."""
+def _judged(published: dict, fresh: dict, identical: bool, elsewhere: str = "") -> dict:
+    """A row's machine columns and verdict: ``identical``, else a difference the machine
+    that wrote record ``published`` (its CPU family, thread count, torch and device) must
+    not show, or one that another machine may (``elsewhere``: how large)."""
     same = {k: published["machine"].get(k) == fresh["machine"].get(k) for k in SAME_MACHINE}
-    return {"same_machine": all(same.values()), "same_cpu": same["cpu"] and same["capability"],
-            "same_threads": same["threads"]}
+    same_machine = all(same.values())
+    verdict = ("identical" if identical else "DIFFERS on the same machine" if same_machine
+               else "differs on another machine" + (f" ({elsewhere})" if elsewhere else ""))
+    return {"identical": identical, "same_machine": same_machine,
+            "same_cpu": same["cpu"] and same["capability"], "same_threads": same["threads"],
+            "verdict": verdict}
 
 
 def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
     """One row: published and recomputed accuracy, mask and machine match, and a verdict."""
-    machines = _machines(published, fresh)
-    same_machine = machines["same_machine"]
     same_mask = published.get("mask_sha256") == fresh.get("mask_sha256")
     diff = fresh["accuracy"] - published["accuracy"]
     sd = spread.get(_setting(published))
-    identical = diff == 0 and same_mask
-    if identical:
-        verdict = "identical"
-    elif same_machine:
-        verdict = "DIFFERS on the same machine"
-    else:
-        verdict = f"differs on another machine ({diff:+.4f}; seed sd " + \
-                  (f"{sd:.4f})" if sd is not None else "unknown)")
+    elsewhere = f"{diff:+.4f}; seed sd " + (f"{sd:.4f}" if sd is not None else "unknown")
     return {"key": published["key"], "run": _describe(published["config"]),
             "published": published["accuracy"], "recomputed": fresh["accuracy"],
-            "difference": diff, "identical": identical, "same_mask": same_mask, **machines,
-            "seed_sd": sd, "verdict": verdict}
+            "difference": diff, "same_mask": same_mask, "seed_sd": sd,
+            **_judged(published, fresh, diff == 0 and same_mask, elsewhere)}
 
 
 def largest_difference(a, b) -> float:
@@ -184,16 +180,11 @@ _NOT_RESULT = ("key", "kind", "options", "seconds", "machine")
 def experiment_comparison(published: dict, fresh: dict) -> dict:
     """One row for an experiment's record: the largest difference of any number of its
     result (every field but key, options, seconds and machine), machine match, verdict."""
-    machines = _machines(published, fresh)
-    same_machine = machines["same_machine"]
     diff = largest_difference(*({k: v for k, v in r.items() if k not in _NOT_RESULT}
                                 for r in (published, fresh)))
-    identical = diff == 0
-    verdict = ("identical" if identical else "DIFFERS on the same machine" if same_machine
-               else f"differs on another machine (largest difference {diff:.4g})")
     return {"key": published["key"], "run": published["kind"], "published": None,
-            "recomputed": None, "difference": diff, "identical": identical,
-            "same_mask": None, **machines, "seed_sd": None, "verdict": verdict}
+            "recomputed": None, "difference": diff, "same_mask": None, "seed_sd": None,
+            **_judged(published, fresh, diff == 0, f"largest difference {diff:.4g}")}
 
 
 def _checkable(record: dict) -> bool:
@@ -264,13 +255,11 @@ def verify_masks(store: str | Path | Store, n: int | None = None, seed: int | No
     for record, cfg in zip(picked, made, strict=True):
         with _threads_of(record):
             same_mask = study.mask_sha256(study.chosen_mask(cfg)[3]) == record["mask_sha256"]
-            machines = _machines(record, {"machine": study.machine(cfg.device)})
-        verdict = ("identical" if same_mask else "DIFFERS on the same machine"
-                   if machines["same_machine"] else "differs on another machine")
+            here = {"machine": study.machine(cfg.device)}
         rows.append({"key": record["key"], "run": _describe(record["config"]),
                      "published": None, "recomputed": None, "difference": None,
-                     "identical": same_mask, "same_mask": same_mask, **machines,
-                     "seed_sd": None, "verdict": verdict})
+                     "same_mask": same_mask, "seed_sd": None,
+                     **_judged(record, here, same_mask)})
     return rows
 
 
