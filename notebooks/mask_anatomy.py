@@ -48,6 +48,7 @@ permutations: int = 20000  # label shufflings of each test (at least anatomy.min
 layer_sparsity: float = 0.95  # the sparsity of the per-layer heat maps
 effective_draws: int = 2  # draws whose effective sparsity is computed (at most the fewest draws)
 score_draws: Optional[int] = None  # draws whose scores are rank-correlated; None: 4 (smoke: 2)
+score_materials: Optional[list[str]] = None  # those rank-correlated; None: all (smoke: images, DOP)
 second_model: str = "vgg16_bn"  # a second network for the within/between test
 second_draws: Optional[int] = None  # its draws of every material; None: 10 (smoke: 2)
 second_materials: list[str] = ["images", "DOP"]  # its materials, images first
@@ -68,7 +69,7 @@ first = anatomy.chapter(profile, model_name, draws, sparsities, seed, control_dr
 second = anatomy.chapter(profile, second_model, second_draws, sparsities, seed, second_draws,
                          materials=second_materials, glue_prefix="second", full_draws=(10, 10))
 tables = anatomy.chapter_tables(first, second, permutations, score_draws, layer_sparsity,
-                                effective_draws)
+                                effective_draws, score_materials)
 
 # %% [markdown]
 # The tables below are kept in the record (`book/record/cpu-anatomy` for the cpu profile,

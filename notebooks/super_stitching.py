@@ -34,7 +34,7 @@ profile: str = "cpu"  # data, recipe and seeds together: a name of config.PROFIL
 model_name: str = "resnet20"  # the network: a name of models.MODELS
 seeds: Optional[int] = None  # seeds of every cell (0 to seeds - 1, paired); None: 3 (smoke: 1)
 decisive_seeds: Optional[int] = None  # seeds of stitching, images at 95 %; None: 6 (smoke: 1)
-sparsities: Optional[list[float]] = None  # the grid; None: 90 and 95 %, Table 2's
+sparsities: Optional[list[float]] = None  # None: Table 2's 90 and 95 % (smoke: 95 %)
 compute: bool = True  # False: show only the runs already in the store, compute none
 workers: int = 2  # single-threaded training processes
 

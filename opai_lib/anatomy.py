@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from opai_lib import config, experiments, masks, models, plots, prune, record, study
+from opai_lib import config, experiments, masks, methods, models, plots, prune, record, study
 from opai_lib import data as data_mod
 from opai_lib.config import build, check_integer, check_types, param, require
 from opai_lib.criteria import CRITERIA
@@ -432,13 +432,13 @@ def scores_by_criterion(model: nn.Module, profile, arms: Sequence, draws: int,
 
 
 def synflow_yardstick(found: dict[str, Draws], model: nn.Module, reference: str = "images",
-                      seed: int = 0) -> pd.DataFrame:
-    """SynFlow's mask (data-free; its defaults) at every sparsity of ``found`` as the
-    ``yardstick`` of each criterion's ``reference`` masks, stacked by criterion (its
-    ``material`` column says SynFlow)."""
+                      seed: int = 0, options=None) -> pd.DataFrame:
+    """SynFlow's mask (data-free; ``options``, None: its defaults) at every sparsity of
+    ``found`` as the ``yardstick`` of each criterion's ``reference`` masks, stacked by
+    criterion (its ``material`` column says SynFlow)."""
     some_arm = next(iter(next(iter(found.values())).values()))  # {draw: {sparsity: mask}}
     fixed = prune.masks_at_init(model, "synflow", None, list(some_arm[next(iter(some_arm))]),
-                                seed)
+                                seed, options)
     out = by_criterion(found, yardstick, reference, fixed)
     out.insert(1, "material", "SynFlow")
     return out
@@ -623,13 +623,15 @@ class ScoreCorrelations(_Table):
 @KINDS.register("SynflowYardstick")
 @dataclass(frozen=True)
 class SynflowYardstick(_Table):
-    """``synflow_yardstick``: SynFlow's mask against each criterion's image masks."""
+    """``synflow_yardstick``: SynFlow's mask against each criterion's image masks, in the
+    profile's rounds (``methods.profile_options``: the smoke profile caps them)."""
 
     masks: MaskDraws = param(MaskDraws(), "the masks")
 
     def frames(self):
+        options = methods.profile_options(config.get_profile(self.profile), "synflow")
         return {"synflow": synflow_yardstick(self.masks.found(), self.masks.network(),
-                                             seed=self.masks.seed)}
+                                             seed=self.masks.seed, options=options)}
 
 
 @KINDS.register("LayerMaps")
@@ -685,9 +687,11 @@ def cost(tables: Sequence[_Table]) -> tuple[float, str]:
     return record.cost([r for r in record.finished(tables, store_dir(tables[0].profile)) if r])
 
 
-# The materials the chapter's prose quotes by name: the smoke profile draws only these.
+# The materials the chapter's prose quotes by name: the smoke profile draws only these,
+# and rank-correlates the scores of only the second set.
 PROSE_MATERIALS = ("images", "DOP", "stitching σ=0.5", "all-ones (BN eval)",
                    "all-ones (BN train)", "random labels")
+PROSE_SCORES = ("images", "DOP")
 
 
 def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: int,
@@ -720,15 +724,25 @@ def chapter(profile: str, model_name: str, draws: int | None, sparsities, seed: 
 
 
 def chapter_tables(first: MaskDraws, second: MaskDraws, permutations: int,
-                   score_draws: int | None, layer_sparsity: float, effective_draws: int
-                   ) -> dict[str, _Table]:
+                   score_draws: int | None, layer_sparsity: float, effective_draws: int,
+                   score_materials: Sequence[str] | None = None) -> dict[str, _Table]:
     """Every table of the mask-anatomy chapter, built (so checked) before any compute:
-    ``first``'s tests, score correlations (``score_draws``; None: 4, at most its draws),
-    SynFlow yardstick, layer maps and effective sparsity, and ``second``'s tests."""
+    ``first``'s tests, score correlations (``score_draws``; None: 4, at most its draws;
+    ``score_materials``: None, all of ``first``'s, smoke: ``PROSE_SCORES``), SynFlow
+    yardstick, layer maps and effective sparsity, and ``second``'s tests."""
     if score_draws is None:
         score_draws = min(4, first.draws)
+    if score_materials is None and first.profile == "smoke":
+        score_materials = PROSE_SCORES
+    drawn = [a.label for a in first.arms()]
+    config.check_parameter(score_materials is None or (
+        isinstance(score_materials, list | tuple) and "images" in score_materials
+        and set(score_materials) <= set(drawn)), "score_materials", score_materials,
+        f"None or a list of the drawn materials {list(dict.fromkeys(drawn))}, images among them")
+    scored = first if score_materials is None else dataclasses.replace(
+        first, materials=tuple(dict.fromkeys(score_materials)))
     return {"tests": WithinBetween(first, permutations),
-            "spearman": ScoreCorrelations(first, score_draws),
+            "spearman": ScoreCorrelations(scored, score_draws),
             "synflow": SynflowYardstick(first),
             "layers": LayerMaps(first, layer_sparsity),
             "effective": EffectiveSparsity(first, effective_draws),

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -96,9 +97,10 @@ class Experiment:
     reference arm each method is compared with, and the decisive (method, label, sparsity)
     cells that get more seeds (their reference cells with them; ``all_decisive``: every
     masked cell). ``epoch_factors`` multiply the profile's epochs (each arm is trained at
-    each budget). ``seeds``: the seeds of every cell and of the decisive cells. The smoke
-    profile keeps the ``smoke`` sparsities and, where given, the ``smoke_labels`` arms:
-    those the chapter's prose quotes."""
+    each budget). ``seeds``: the seeds of every cell and of the decisive cells. ``labels``:
+    only the arms of these labels (empty: all). ``smoke``: the fields replaced on the smoke
+    profile, which keeps the sparsities, arms and budgets the chapter's prose quotes, so
+    that the chapter runs in seconds (``on``)."""
 
     name: str
     arms: object  # Profile -> list[Arm]
@@ -108,8 +110,12 @@ class Experiment:
     epoch_factors: tuple = (1,)
     seeds: tuple = DEFAULT_SEEDS
     all_decisive: bool = False
-    smoke: tuple = (0.9, 0.95)
-    smoke_labels: tuple = ()
+    labels: tuple = ()
+    smoke: Mapping = field(default_factory=dict)
+
+    def on(self, profile: Profile) -> Experiment:
+        """This grid as run on ``profile``: with the ``smoke`` fields on the smoke profile."""
+        return dataclasses.replace(self, **self.smoke) if profile.name == "smoke" else self
 
     def is_decisive(self, arm: Arm, sparsity: float) -> bool:
         cells = {(m, s) for m, _, s in self.decisive}
@@ -121,22 +127,21 @@ class Experiment:
         """Every run of the grid, decisive cells first, seed-major (so a sweep stopped
         early leaves every cell with about the same number of seeds). A dense arm runs
         once per seed, whatever the sparsities. Seeds: see ``seed_counts``."""
-        seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds, self.seeds)
+        exp = self.on(profile)
+        seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds, exp.seeds)
         check_integer("seeds", seeds, 1)
         check_integer("decisive_seeds", decisive_seeds, seeds)
-        if sparsities is None:
-            sparsities = [s for s in self.sparsities
-                          if profile.name != "smoke" or s in self.smoke] or list(self.sparsities)
-        sparsities = check_sparsities("sparsities", sparsities)
-        arms = [arm for arm in self.arms(profile) if profile.name != "smoke"
-                or not self.smoke_labels or arm.label in self.smoke_labels]
+        sparsities = check_sparsities("sparsities", exp.sparsities if sparsities is None
+                                      else sparsities)
         cells = []
-        for arm in arms:
+        for arm in exp.arms(profile):
+            if exp.labels and arm.label not in exp.labels:
+                continue
             dense = METHODS.get(arm.method).kind == "dense"
             for s in (0.0,) if dense else sparsities:
-                decisive = not dense and self.is_decisive(arm, s)
+                decisive = not dense and exp.is_decisive(arm, s)
                 cells.append((arm, s, decisive, decisive_seeds if decisive else seeds))
-        epochs = [None if f == 1 else f * profile.recipe.epochs for f in self.epoch_factors]
+        epochs = [None if f == 1 else f * profile.recipe.epochs for f in exp.epoch_factors]
         return [Run(arm, s, seed, decisive, arm.config(profile, model, s, seed, e))
                 for first in (True, False) for seed in range(max(c[3] for c in cells))
                 for e in epochs for arm, s, decisive, n in cells
@@ -280,25 +285,28 @@ EXPERIMENTS = {
     # Table 1: DOP against images for SNIP and GraSP
     "dop_sparsity": Experiment(
         "dop_sparsity", dop_arms, "images",
-        decisive=tuple((m, "DOP", s) for m in ("snip", "grasp") for s in (0.9, 0.95))),
+        decisive=tuple((m, "DOP", s) for m in ("snip", "grasp") for s in (0.9, 0.95)),
+        smoke={"sparsities": (0.9, 0.95)}),
     # Figure 4: all-ones inputs, random segments and one patch
     "ablations": Experiment(
         "ablations", ablation_arms, "images",
         decisive=tuple((m, OWN_ALL_ONES[CRITERION_NAMES[m]], s) for m in ("snip", "grasp")
-                       for s in (0.9, 0.95))),
+                       for s in (0.9, 0.95)),
+        smoke={"sparsities": (0.9, 0.95),  # images and all-ones: the growth of the gap
+               "labels": ("images", "all-ones (BN eval)", "all-ones (BN train)")}),
     # Table 2: Super Stitching against the state of the art
     "super_stitching": Experiment(
         "super_stitching", stitching_arms, "images",
         decisive=(("grasp", "stitching σ=0.5", 0.95), ("grasp", "stitching σ=0.75", 0.95)),
-        sparsities=(0.9, 0.95)),
+        sparsities=(0.9, 0.95), smoke={"sparsities": (0.95,)}),
     # SNIP and GraSP fed images against random masks at 1, 2 and 4 times the epochs
     "budget": Experiment(
         "budget", budget_arms, "images", sparsities=(0.9,), epoch_factors=(1, 2, 4),
-        seeds=(3, 3)),
+        seeds=(3, 3), smoke={"epoch_factors": (1, 2)}),
     # Frankle et al. (2021): shuffled, reinitialised and inverted masks, 4 seeds each
     "sanity_checks": Experiment(
         "sanity_checks", sanity_arms, "images", sparsities=(0.9, 0.95), seeds=(4, 4),
-        all_decisive=True, smoke=(0.9,), smoke_labels=("DOP",)),
+        all_decisive=True, smoke={"sparsities": (0.9,), "labels": ("DOP",)}),
     # the material's draw-to-draw spread on one initial network, 6 draws
     "material_draws": Experiment(
         "material_draws", draw_arms, "images", sparsities=(0.9,), seeds=(6, 6),

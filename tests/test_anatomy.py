@@ -789,3 +789,27 @@ def test_the_smoke_chapter_draws_only_the_materials_its_prose_quotes():
     assert anatomy.chapter("cpu", "resnet20", None, None, 0).materials == ()
     chosen = anatomy.chapter("smoke", "resnet20", None, None, 0, materials=["images", "DOP"])
     assert chosen.materials == ("images", "DOP")
+    second = anatomy.chapter("smoke", "vgg16_bn", None, None, 0, materials=["images", "DOP"])
+    full = anatomy.chapter_tables(anatomy.chapter("cpu", "resnet20", None, None, 0), second,
+                                  20000, None, 0.95, 2)
+    assert full["spearman"].masks == full["tests"].masks  # the published table's key
+    tables = anatomy.chapter_tables(smoke, second, 20000, None, 0.95, 2)
+    assert tables["spearman"].masks.materials == anatomy.PROSE_SCORES
+    assert tables["spearman"].masks.draws == tables["tests"].masks.draws
+    picked = anatomy.chapter_tables(smoke, second, 20000, None, 0.95, 2,
+                                    ["images", "random labels"])
+    assert picked["spearman"].masks.materials == ("images", "random labels")
+    for bad in (["DOP"], ["images", "one patch"], "images"):  # one patch: not drawn
+        with pytest.raises(ValueError, match="score_materials"):
+            anatomy.chapter_tables(smoke, second, 20000, None, 0.95, 2, bad)
+
+
+@pytest.mark.parametrize("profile, rounds", [("smoke", 5), ("cpu", 100)])
+def test_the_synflow_yardstick_runs_in_the_profiles_rounds(monkeypatch, profile, rounds):
+    seen = {}
+    monkeypatch.setattr(anatomy, "_found", lambda setting: {})  # no masks, no data read
+    monkeypatch.setattr(anatomy.MaskDraws, "network", lambda self: None)
+    monkeypatch.setattr(anatomy, "synflow_yardstick",
+                        lambda found, model, seed, options: seen.setdefault("o", options))
+    anatomy.SynflowYardstick(anatomy.MaskDraws(profile=profile)).frames()
+    assert seen["o"].rounds == rounds

@@ -1144,16 +1144,24 @@ def test_report_draws_shows_and_glues_an_effect_table(monkeypatch):
     plt.close("all")
 
 
-def test_the_smoke_grids_keep_only_the_sparsities_and_arms_their_prose_quotes():
+def test_the_smoke_grids_keep_only_the_sparsities_arms_and_budgets_their_prose_quotes():
     smoke, cpu = config.get_profile("smoke"), config.get_profile("cpu")
+
+    def grid(name, profile, **kwargs):
+        runs = E.get_experiment(name).runs(profile, **kwargs)
+        return ({r.sparsity for r in runs if r.sparsity}, {r.arm.label for r in runs},
+                {r.epochs for r in runs})
+
     for name in ("dop_sparsity", "ablations"):
-        exp = E.get_experiment(name)
-        masked = {r.sparsity for r in exp.runs(smoke) if r.sparsity}
-        assert masked == {0.9, 0.95}
-        assert {r.sparsity for r in exp.runs(cpu) if r.sparsity} == set(exp.sparsities)
-        assert {r.sparsity for r in exp.runs(smoke, sparsities=[0.6]) if r.sparsity} == {0.6}
-    sanity = E.get_experiment("sanity_checks")
-    assert {r.sparsity for r in sanity.runs(smoke)} == {0.9}
-    assert {r.arm.label for r in sanity.runs(smoke)} == {"DOP"}  # the arms its prose quotes
-    assert {r.arm.label for r in sanity.runs(cpu)} == {"images", "DOP", "stitching σ=0.5"}
-    assert {r.sparsity for r in sanity.runs(cpu)} == {0.9, 0.95}
+        assert grid(name, smoke)[0] == {0.9, 0.95}
+        assert grid(name, cpu)[0] == set(E.get_experiment(name).sparsities)
+        assert grid(name, smoke, sparsities=[0.6])[0] == {0.6}  # a given grid wins
+    assert grid("ablations", smoke)[1] == {"images", "all-ones (BN eval)", "all-ones (BN train)"}
+    assert grid("ablations", cpu)[1] == set(E.ABLATION_LABELS)
+    assert grid("super_stitching", smoke)[0] == {0.95}
+    assert grid("super_stitching", cpu)[0] == {0.9, 0.95}
+    assert grid("super_stitching", smoke)[1] == grid("super_stitching", cpu)[1]  # every method
+    assert grid("budget", smoke)[2] == {1, 2} and grid("budget", cpu)[2] == {4, 8, 16}
+    assert grid("sanity_checks", smoke)[:2] == ({0.9}, {"DOP"})
+    assert grid("sanity_checks", cpu)[:2] == ({0.9, 0.95}, {"images", "DOP", "stitching σ=0.5"})
+    assert grid("material_draws", smoke)[0] == grid("material_draws", cpu)[0] == {0.9}
