@@ -27,26 +27,14 @@ import time
 import torch
 from timing import timed
 
-from opai_lib import config, data, expander_study, experiments, models, prune
+from opai_lib import __main__ as cli
+from opai_lib import config, data, models, prune
 from opai_lib.train import train
-
-# The grids (``python -m opai_lib sweep`` names) each chapter reads.
-CHAPTERS = {"dop_sparsity": "dop_sparsity", "material_draws": "dop_sparsity",
-            "budget": "dop_sparsity", "ablations": "ablations",
-            "super_stitching": "super_stitching", "sanity_checks": "mask_anatomy",
-            "expanders": "expander_masks"}
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def grids(profile) -> dict[str, list]:
-    """Every grid's run configs on ``profile``."""
-    out = {name: [r.config for r in experiments.get_experiment(name).runs(profile)]
-           for name in experiments.EXPERIMENTS}
-    return out | {"expanders": expander_study.configs(profile.name, None)}
 
 
 def speed(model_name: str, width: float, recipe, images, steps: int, warmup: int,
@@ -118,7 +106,7 @@ def main():
     recipe = profile.recipe
     per_class = -(-(args.warmup + args.steps) * recipe.batch_size // 10)
     images = data.synthetic(train=True, per_class=per_class)
-    runs = grids(profile)
+    runs = {grid: cli.planned(grid, profile.name) for grid in cli.GRIDS}
     networks = sorted({(c.model, c.width) for configs in runs.values() for c in configs})
     print(f"\ntraining ({recipe.batch_size} per step, precision {recipe.precision}), "
           f"{args.steps} steps after {args.warmup}:")
@@ -140,7 +128,7 @@ def main():
     for grid, configs in runs.items():
         seconds = sum(c.recipe.epochs * (c.train_per_class * 10 or train_images)
                       / rates[c.model, c.width] + max(scores.values()) for c in configs)
-        print(f"| {grid} | {CHAPTERS[grid]} | {len(configs)} | {seconds / 3600:.1f} |")
+        print(f"| {grid} | {cli.CHAPTERS[grid]} | {len(configs)} | {seconds / 3600:.1f} |")
 
 
 if __name__ == "__main__":

@@ -71,9 +71,19 @@ def _expander_runs(args, profile, store) -> list[tuple[study.RunConfig, str]]:
              f"seed {c.seed}") for c in expander_study.configs(profile.name, args.seeds)]
 
 
-# Grids a sweep can run: the experiments, and the chapters whose grid is built elsewhere.
+# Grids a sweep can run (the experiments, and the expander chapter's grid, built in
+# expander_study), and the notebook that reads each.
 GRIDS = {**dict.fromkeys(experiments.EXPERIMENTS, _experiment_runs),
          "expanders": _expander_runs}
+CHAPTERS = {**{name: e.chapter for name, e in experiments.EXPERIMENTS.items()},
+            "expanders": "expander_masks"}
+
+
+def planned(grid: str, profile: str) -> list[study.RunConfig]:
+    """Every run that ``sweep GRID --profile PROFILE`` plans, stored or not."""
+    args = _parser().parse_args(["sweep", grid, "--profile", profile])
+    P = config.get_profile(profile)
+    return [c for c, _ in GRIDS[grid](args, P, study.store_dir(P.name))]
 
 
 def sweep(args, parser) -> int:
@@ -187,7 +197,7 @@ COMMANDS = {"run": run, "sweep": sweep, "show": show, "fold": fold, "verify": ve
             "compare": compare, "params": params}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m opai_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("sweep", help="compute the runs of one experiment's grid")
@@ -240,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("params", help="every notebook parameter as a Markdown table")
     p.add_argument("--write", metavar="FILE", default=None,
                    help="replace the generated table in FILE (book/reproduce.md), print nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     return COMMANDS[args.command](args, parser)
 

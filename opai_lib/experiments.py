@@ -97,7 +97,8 @@ class Experiment:
     reference arm each method is compared with, and the decisive (method, label, sparsity)
     cells that get more seeds (their reference cells with them; ``all_decisive``: every
     masked cell). ``epoch_factors`` multiply the profile's epochs (each arm is trained at
-    each budget). ``seeds``: the seeds of every cell and of the decisive cells. ``labels``:
+    each budget). ``seeds``: the seeds of every cell and of the decisive cells. ``chapter``:
+    the notebook that reads the grid. ``labels``:
     only the arms of these labels (empty: all). ``smoke``: the fields replaced on the smoke
     profile, which keeps the sparsities, arms and budgets the chapter's prose quotes, so
     that the chapter runs in seconds (``on``)."""
@@ -110,6 +111,7 @@ class Experiment:
     epoch_factors: tuple = (1,)
     seeds: tuple = DEFAULT_SEEDS
     all_decisive: bool = False
+    chapter: str = ""
     labels: tuple = ()
     smoke: Mapping = field(default_factory=dict)
 
@@ -286,31 +288,33 @@ EXPERIMENTS = {
     "dop_sparsity": Experiment(
         "dop_sparsity", dop_arms, "images",
         decisive=tuple((m, "DOP", s) for m in ("snip", "grasp") for s in (0.9, 0.95)),
-        smoke={"sparsities": (0.9, 0.95)}),
+        chapter="dop_sparsity", smoke={"sparsities": (0.9, 0.95)}),
     # Figure 4: all-ones inputs, random segments and one patch
     "ablations": Experiment(
         "ablations", ablation_arms, "images",
         decisive=tuple((m, OWN_ALL_ONES[CRITERION_NAMES[m]], s) for m in ("snip", "grasp")
                        for s in (0.9, 0.95)),
+        chapter="ablations",
         smoke={"sparsities": (0.9, 0.95),  # images and all-ones: the growth of the gap
                "labels": ("images", "all-ones (BN eval)", "all-ones (BN train)")}),
     # Table 2: Super Stitching against the state of the art
     "super_stitching": Experiment(
         "super_stitching", stitching_arms, "images",
         decisive=(("grasp", "stitching σ=0.5", 0.95), ("grasp", "stitching σ=0.75", 0.95)),
-        sparsities=(0.9, 0.95), smoke={"sparsities": (0.95,)}),
+        sparsities=(0.9, 0.95), chapter="super_stitching", smoke={"sparsities": (0.95,)}),
     # SNIP and GraSP fed images against random masks at 1, 2 and 4 times the epochs
     "budget": Experiment(
         "budget", budget_arms, "images", sparsities=(0.9,), epoch_factors=(1, 2, 4),
-        seeds=(3, 3), smoke={"epoch_factors": (1, 2)}),
+        seeds=(3, 3), chapter="dop_sparsity", smoke={"epoch_factors": (1, 2)}),
     # Frankle et al. (2021): shuffled, reinitialised and inverted masks, 4 seeds each
     "sanity_checks": Experiment(
         "sanity_checks", sanity_arms, "images", sparsities=(0.9, 0.95), seeds=(4, 4),
-        all_decisive=True, smoke={"sparsities": (0.9,), "labels": ("DOP",)}),
+        all_decisive=True, chapter="mask_anatomy",
+        smoke={"sparsities": (0.9,), "labels": ("DOP",)}),
     # the material's draw-to-draw spread on one initial network, 6 draws
     "material_draws": Experiment(
         "material_draws", draw_arms, "images", sparsities=(0.9,), seeds=(6, 6),
-        all_decisive=True),
+        all_decisive=True, chapter="dop_sparsity"),
 }
 
 

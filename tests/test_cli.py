@@ -96,3 +96,23 @@ def test_run_options_override_the_profiles_dataset_and_device(tmp_path, capsys, 
                                                            "resnet50", str(tmp_path))
     assert cfg.recipe.epochs == 120 and cfg.recipe.precision in ("fp32", "bf16")
     assert capsys.readouterr().out.startswith(cfg.key())
+
+
+@pytest.mark.parametrize("grid", sorted(cli.GRIDS))
+def test_every_grid_names_the_notebook_that_reads_it(grid):
+    from pathlib import Path
+
+    source = (Path(__file__).parents[1] / "notebooks" / f"{cli.CHAPTERS[grid]}.py").read_text()
+    reads = ("expander_study as es", "es.chapter(") if grid == "expanders" else (f'("{grid}"',)
+    assert all(r in source for r in reads)
+
+
+def test_planned_is_what_a_sweep_plans():
+    from opai_lib import expander_study, experiments
+
+    smoke = config.get_profile("smoke")
+    assert cli.planned("budget", "smoke") == [
+        r.config for r in experiments.EXPERIMENTS["budget"].runs(smoke)]
+    assert cli.planned("expanders", "smoke") == expander_study.configs("smoke")
+    with pytest.raises(SystemExit):  # argparse names the grids
+        cli.planned("nope", "smoke")
