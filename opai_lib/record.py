@@ -254,7 +254,7 @@ def verify_masks(store: str | Path | Store, n: int | None = None, seed: int | No
     rows = []
     for record, cfg in zip(picked, made, strict=True):
         with _threads_of(record):
-            same_mask = study.mask_sha256(study.chosen_mask(cfg)[3]) == record["mask_sha256"]
+            same_mask = study.mask_sha256(study.chosen_mask(cfg).mask) == record["mask_sha256"]
             here = {"machine": study.machine(cfg.device)}
         rows.append({"key": record["key"], "run": _describe(record["config"]),
                      "published": None, "recomputed": None, "difference": None,

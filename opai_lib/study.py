@@ -202,12 +202,21 @@ def make_mask(cfg: RunConfig, model, train_set) -> masks.Mask | None:
     return mask
 
 
-def chosen_mask(cfg: RunConfig) -> tuple:
-    """What a run of ``cfg`` trains before it trains: its train and test sets, its initial
-    network and the mask chosen on it (None for the dense baseline)."""
+class Start(typing.NamedTuple):
+    """What a run starts from: its data, its initial network and the mask chosen on it
+    (None for the dense baseline)."""
+
+    train_set: object  # data.ImageSet, or an ImageFolderSet (run_data)
+    test_set: object
+    model: torch.nn.Module
+    mask: masks.Mask | None
+
+
+def chosen_mask(cfg: RunConfig) -> Start:
+    """What a run of ``cfg`` starts from, before it trains (``Start``)."""
     train_set, test_set = run_data(cfg.dataset, cfg.train_per_class, cfg.test_per_class)
     model = initial_model(cfg, train_set.num_classes)
-    return train_set, test_set, model, make_mask(cfg, model, train_set)
+    return Start(train_set, test_set, model, make_mask(cfg, model, train_set))
 
 
 def initial_model(cfg: RunConfig, num_classes: int, seed: int | None = None):
