@@ -728,19 +728,20 @@ def chapter_tables(first: MaskDraws, second: MaskDraws, permutations: int,
                    score_materials: Sequence[str] | None = None) -> dict[str, _Table]:
     """Every table of the mask-anatomy chapter, built (so checked) before any compute:
     ``first``'s tests, score correlations (``score_draws``; None: 4, at most its draws;
-    ``score_materials``: None, all of ``first``'s, smoke: ``PROSE_SCORES``), SynFlow
+    ``score_materials``: None, all of ``first``'s, smoke: those of ``PROSE_SCORES``), SynFlow
     yardstick, layer maps and effective sparsity, and ``second``'s tests."""
     if score_draws is None:
         score_draws = min(4, first.draws)
-    if score_materials is None and first.profile == "smoke":
-        score_materials = PROSE_SCORES
-    drawn = [a.label for a in first.arms()]
+    drawn = list(dict.fromkeys(a.label for a in first.arms()))
+    quoted = [m for m in drawn if m in PROSE_SCORES]
+    if score_materials is None and first.profile == "smoke" and len(quoted) > 1:
+        score_materials = quoted  # else all: a table needs one material beside images
     config.check_parameter(score_materials is None or (
         isinstance(score_materials, list | tuple) and "images" in score_materials
         and set(score_materials) <= set(drawn)), "score_materials", score_materials,
-        f"None or a list of the drawn materials {list(dict.fromkeys(drawn))}, images among them")
-    scored = first if score_materials is None else dataclasses.replace(
-        first, materials=tuple(dict.fromkeys(score_materials)))
+        f"None or a list of the drawn materials {drawn}, images among them")
+    chosen = drawn if score_materials is None else [m for m in drawn if m in score_materials]
+    scored = first if chosen == drawn else dataclasses.replace(first, materials=tuple(chosen))
     return {"tests": WithinBetween(first, permutations),
             "spearman": ScoreCorrelations(scored, score_draws),
             "synflow": SynflowYardstick(first),

@@ -17,6 +17,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import pandas as pd
 
@@ -91,6 +92,11 @@ class Run:
         return self.config.recipe.epochs
 
 
+# The fields an experiment's smoke grid may replace: what makes it smaller, nothing that
+# changes what its cells mean (the decisive cells, the reference, the seeds).
+SMOKE_FIELDS = ("sparsities", "labels", "epoch_factors")
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A chapter's grid: arms (built for a profile's scale), sparsities, the label of the
@@ -98,10 +104,10 @@ class Experiment:
     cells that get more seeds (their reference cells with them; ``all_decisive``: every
     masked cell). ``epoch_factors`` multiply the profile's epochs (each arm is trained at
     each budget). ``seeds``: the seeds of every cell and of the decisive cells. ``chapter``:
-    the notebook that reads the grid. ``labels``:
-    only the arms of these labels (empty: all). ``smoke``: the fields replaced on the smoke
-    profile, which keeps the sparsities, arms and budgets the chapter's prose quotes, so
-    that the chapter runs in seconds (``on``)."""
+    the notebook that reads the grid. ``labels``: only the arms of these labels (empty:
+    all). ``smoke``: the ``SMOKE_FIELDS`` replaced on the smoke profile (``on``), which
+    keeps the sparsities, arms and budgets the chapter's prose quotes, so that the chapter
+    runs in seconds."""
 
     name: str
     arms: object  # Profile -> list[Arm]
@@ -113,7 +119,18 @@ class Experiment:
     all_decisive: bool = False
     chapter: str = ""
     labels: tuple = ()
-    smoke: Mapping = field(default_factory=dict)
+    smoke: Mapping = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        unknown = set(self.smoke) - set(SMOKE_FIELDS)
+        if unknown:
+            raise ValueError(f"Experiment {self.name!r}: smoke may replace {SMOKE_FIELDS}, "
+                             f"got {sorted(unknown)}")
+        for name in ("sparsities", "epoch_factors"):
+            if not set(self.smoke.get(name, ())) <= set(getattr(self, name)):
+                raise ValueError(f"Experiment {self.name!r}: smoke {name} "
+                                 f"{self.smoke[name]} must be some of {getattr(self, name)}")
+        object.__setattr__(self, "smoke", MappingProxyType(dict(self.smoke)))
 
     def on(self, profile: Profile) -> Experiment:
         """This grid as run on ``profile``: with the ``smoke`` fields on the smoke profile."""
@@ -135,8 +152,12 @@ class Experiment:
         check_integer("decisive_seeds", decisive_seeds, seeds)
         sparsities = check_sparsities("sparsities", exp.sparsities if sparsities is None
                                       else sparsities)
+        arms = exp.arms(profile)
+        missing = set(exp.labels) - {arm.label for arm in arms}
+        if missing:
+            raise ValueError(f"Experiment {self.name!r}: labels {sorted(missing)} name no arm")
         cells = []
-        for arm in exp.arms(profile):
+        for arm in arms:
             if exp.labels and arm.label not in exp.labels:
                 continue
             dense = METHODS.get(arm.method).kind == "dense"

@@ -813,3 +813,17 @@ def test_the_synflow_yardstick_runs_in_the_profiles_rounds(monkeypatch, profile,
                         lambda found, model, seed, options: seen.setdefault("o", options))
     anatomy.SynflowYardstick(anatomy.MaskDraws(profile=profile)).frames()
     assert seen["o"].rounds == rounds
+
+
+def test_score_materials_follow_the_drawn_order_and_default_to_those_drawn():
+    second = anatomy.chapter("smoke", "vgg16_bn", None, None, 0, materials=["images", "DOP"])
+    smoke = anatomy.chapter("smoke", "resnet20", None, None, 0)
+    swapped = anatomy.chapter_tables(smoke, second, 20000, None, 0.95, 2, ["DOP", "images"])
+    assert swapped["spearman"].masks.materials == ("images", "DOP")  # one key, any order
+    every = anatomy.chapter_tables(smoke, second, 20000, None, 0.95, 2,
+                                   list(anatomy.PROSE_MATERIALS))
+    assert every["spearman"].masks == smoke  # all drawn: the masks' own setting
+    no_dop = anatomy.chapter("smoke", "resnet20", None, None, 0,
+                             materials=["images", "random labels"])
+    tables = anatomy.chapter_tables(no_dop, second, 20000, None, 0.95, 2)
+    assert tables["spearman"].masks == no_dop  # images alone would correlate nothing

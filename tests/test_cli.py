@@ -4,6 +4,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,8 +101,6 @@ def test_run_options_override_the_profiles_dataset_and_device(tmp_path, capsys, 
 
 @pytest.mark.parametrize("grid", sorted(cli.GRIDS))
 def test_every_grid_names_the_notebook_that_reads_it(grid):
-    from pathlib import Path
-
     source = (Path(__file__).parents[1] / "notebooks" / f"{cli.CHAPTERS[grid]}.py").read_text()
     reads = ("expander_study as es", "es.chapter(") if grid == "expanders" else (f'("{grid}"',)
     assert all(r in source for r in reads)
@@ -110,9 +109,10 @@ def test_every_grid_names_the_notebook_that_reads_it(grid):
 def test_planned_is_what_a_sweep_plans():
     from opai_lib import expander_study, experiments
 
-    smoke = config.get_profile("smoke")
-    assert cli.planned("budget", "smoke") == [
-        r.config for r in experiments.EXPERIMENTS["budget"].runs(smoke)]
+    budget = cli.planned("budget", "smoke")  # 3 arms x 2 budgets x 1 seed
+    assert len(budget) == 6 and {c.recipe.epochs for c in budget} == {1, 2}
+    assert budget == [r.config for r in experiments.EXPERIMENTS["budget"].runs(
+        config.get_profile("smoke"))]
     assert cli.planned("expanders", "smoke") == expander_study.configs("smoke")
     with pytest.raises(SystemExit):  # argparse names the grids
         cli.planned("nope", "smoke")

@@ -1165,3 +1165,21 @@ def test_the_smoke_grids_keep_only_the_sparsities_arms_and_budgets_their_prose_q
     assert grid("sanity_checks", smoke)[:2] == ({0.9}, {"DOP"})
     assert grid("sanity_checks", cpu)[:2] == ({0.9, 0.95}, {"images", "DOP", "stitching σ=0.5"})
     assert grid("material_draws", smoke)[0] == grid("material_draws", cpu)[0] == {0.9}
+
+
+@pytest.mark.parametrize("smoke, error", [
+    ({"seeds": (1, 1)}, "smoke may replace"),  # a field that changes what cells mean
+    ({"sparsities": (0.5,)}, "smoke sparsities"),  # not a sparsity of the full grid
+    ({"epoch_factors": (3,)}, "smoke epoch_factors")])
+def test_a_smoke_grid_only_shrinks_the_full_grid(smoke, error):
+    with pytest.raises(ValueError, match=error):
+        E.Experiment("x", E.dop_arms, "images", smoke=smoke)
+
+
+def test_labels_that_name_no_arm_are_an_error():
+    exp = E.Experiment("x", E.dop_arms, "images", smoke={"labels": ("images", "DOPE")})
+    assert {r.arm.label for r in exp.runs(CPU)} >= {"images", "DOP"}  # cpu: no smoke fields
+    with pytest.raises(ValueError, match=r"labels \['DOPE'\] name no arm"):
+        exp.runs(config.get_profile("smoke"))
+    with pytest.raises(TypeError):  # the published grids' smoke fields cannot drift
+        E.EXPERIMENTS["ablations"].smoke["labels"] = ("images",)
