@@ -83,6 +83,21 @@ plots.glue_number("verdict_max_n", judged["count"].max())
 # {glue:text}`mask_anatomy.ipynb::grasp_random_labels_90_ratio:.2f`. The material does move
 # the mask; whether that move helps is what the trained verdicts above ask.
 #
+# The trained sanity checks of {ref}`anatomy-sanity` say through what it could help.
+# Shuffling the DOP mask within each layer at 90 % changes accuracy by
+# {glue:text}`mask_anatomy.ipynb::check_snip_dop_shuffled_90_mean:.2f` ±
+# {glue:text}`mask_anatomy.ipynb::check_snip_dop_shuffled_90_ci95:.2f` points with SNIP and
+# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_shuffled_90_mean:.2f` ±
+# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_shuffled_90_ci95:.2f` with GraSP
+# ({glue:text}`mask_anatomy.ipynb::check_seeds:d` paired seeds); inverting the ranking,
+# {glue:text}`mask_anatomy.ipynb::check_snip_dop_inverted_90_mean:.2f` ±
+# {glue:text}`mask_anatomy.ipynb::check_snip_dop_inverted_90_ci95:.2f` and
+# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_inverted_90_mean:.2f` ±
+# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_inverted_90_ci95:.2f`. Where a shuffle
+# costs nothing, the criterion's choice of positions adds nothing to its choice of layer
+# densities, and a verdict on its material is a verdict on those densities; where inverting
+# costs nothing, the ranking itself carries no information at this budget.
+#
 # Whether this budget can answer the question at all is checked in {ref}`dop-budget`: if
 # SNIP and GraSP fed images do not beat a random mask that keeps the same fraction of every
 # layer there, the criteria have not paid off after
