@@ -162,7 +162,7 @@ budget_runs, budget = experiments.record_table("budget", P, model_name, seeds=bu
 budget_effects = experiments.effects(budget, ("random", "random (uniform)"), budget_runs)
 verdicts.report(budget_effects, label="arm", prefix="budget")
 plots.glue_number("budget_seeds", len({r.seed for r in budget_runs}))
-plots.glue_text("budget_epochs", ", ".join(str(e) for e in sorted({r.epochs for r in budget_runs})))
+plots.glue_text("budget_epochs", plots.listed(r.epochs for r in budget_runs))
 
 # %% [markdown]
 # With {glue:text}`budget_seeds:d` seeds per cell these intervals are wide: read the sign of

@@ -157,9 +157,7 @@ class Experiment:
         if missing:
             raise ValueError(f"Experiment {self.name!r}: labels {sorted(missing)} name no arm")
         cells = []
-        for arm in arms:
-            if exp.labels and arm.label not in exp.labels:
-                continue
+        for arm in [a for a in arms if not exp.labels or a.label in exp.labels]:
             dense = METHODS.get(arm.method).kind == "dense"
             for s in (0.0,) if dense else sparsities:
                 decisive = not dense and exp.is_decisive(arm, s)

@@ -199,13 +199,18 @@ def layer_maps(density: pd.DataFrame, overlap: pd.DataFrame, title: str):
 # The teaching chapters (``lessons``).
 
 
+def listed(numbers, unit: str = "") -> str:
+    """Distinct numbers as prose, smallest first: ``[8, 4, 16]`` -> "4, 8 and 16"."""
+    words = [f"{n:g}" for n in sorted(set(numbers))]
+    if not words:
+        raise ValueError("listed needs at least one number")
+    head = ", ".join(words[:-1])
+    return (f"{head} and {words[-1]}" if head else words[-1]) + unit
+
+
 def percents(fractions) -> str:
     """Fractions as prose: ``[0.9]`` -> "90 %", ``[0.6, 0.9, 0.95]`` -> "60, 90 and 95 %"."""
-    words = [f"{100 * f:g}" for f in sorted(set(fractions))]
-    if not words:
-        raise ValueError("percents needs at least one fraction")
-    head = ", ".join(words[:-1])
-    return f"{head} and {words[-1]} %" if head else f"{words[-1]} %"
+    return listed((100 * f for f in fractions), " %")
 
 
 def glue_text(key: str, text: str) -> str:

@@ -130,11 +130,12 @@ def _describe(cfg: dict) -> str:
     return f"{cfg['model']} {cfg['method']} s={cfg['sparsity']:g} seed {cfg['seed']}"
 
 
-def _judged(published: dict, fresh: dict, identical: bool, elsewhere: str = "") -> dict:
+def _judged(wrote: dict, here: dict, identical: bool, elsewhere: str = "") -> dict:
     """A row's machine columns and verdict: ``identical``, else a difference the machine
-    that wrote record ``published`` (its CPU family, thread count, torch and device) must
-    not show, or one that another machine may (``elsewhere``: how large)."""
-    same = {k: published["machine"].get(k) == fresh["machine"].get(k) for k in SAME_MACHINE}
+    that wrote the record (``wrote``: its CPU family, thread count, torch and device) must
+    not show on machine ``here``, or one that another machine may (``elsewhere``: how
+    large)."""
+    same = {k: wrote.get(k) == here.get(k) for k in SAME_MACHINE}
     same_machine = all(same.values())
     verdict = ("identical" if identical else "DIFFERS on the same machine" if same_machine
                else "differs on another machine" + (f" ({elsewhere})" if elsewhere else ""))
@@ -152,7 +153,7 @@ def comparison(published: dict, fresh: dict, spread: dict[str, float]) -> dict:
     return {"key": published["key"], "run": _describe(published["config"]),
             "published": published["accuracy"], "recomputed": fresh["accuracy"],
             "difference": diff, "same_mask": same_mask, "seed_sd": sd,
-            **_judged(published, fresh, diff == 0 and same_mask, elsewhere)}
+            **_judged(published["machine"], fresh["machine"], diff == 0 and same_mask, elsewhere)}
 
 
 def largest_difference(a, b) -> float:
@@ -184,7 +185,8 @@ def experiment_comparison(published: dict, fresh: dict) -> dict:
                                 for r in (published, fresh)))
     return {"key": published["key"], "run": published["kind"], "published": None,
             "recomputed": None, "difference": diff, "same_mask": None, "seed_sd": None,
-            **_judged(published, fresh, diff == 0, f"largest difference {diff:.4g}")}
+            **_judged(published["machine"], fresh["machine"], diff == 0,
+                      f"largest difference {diff:.4g}")}
 
 
 def _checkable(record: dict) -> bool:
@@ -255,11 +257,11 @@ def verify_masks(store: str | Path | Store, n: int | None = None, seed: int | No
     for record, cfg in zip(picked, made, strict=True):
         with _threads_of(record):
             same_mask = study.mask_sha256(study.chosen_mask(cfg).mask) == record["mask_sha256"]
-            here = {"machine": study.machine(cfg.device)}
+            here = study.machine(cfg.device)
         rows.append({"key": record["key"], "run": _describe(record["config"]),
                      "published": None, "recomputed": None, "difference": None,
                      "same_mask": same_mask, "seed_sd": None,
-                     **_judged(record, here, same_mask)})
+                     **_judged(record["machine"], here, same_mask)})
     return rows
 
 

@@ -225,3 +225,10 @@ def test_percents_reads_as_prose():
     assert plots.percents([0.6, 0.8, 0.9, 0.95]) == "60, 80, 90 and 95 %"
     with pytest.raises(ValueError, match="at least one"):
         plots.percents([])
+
+
+def test_listed_reads_as_prose():
+    assert plots.listed([8, 4, 16, 4]) == "4, 8 and 16"
+    assert plots.listed([2]) == "2" and plots.listed([1, 2], " epochs") == "1 and 2 epochs"
+    with pytest.raises(ValueError, match="at least one"):
+        plots.listed([])
