@@ -44,7 +44,7 @@ seeds: Optional[int] = None  # seeds of every cell (0 to seeds - 1, paired); Non
 decisive_seeds: Optional[int] = None  # seeds of all-ones, images at 90, 95 %; None: 6 (smoke: 1)
 sparsities: Optional[list[float]] = None  # None: the paper's 60, 80, 90, 95 % (smoke: 90, 95 %)
 compute: bool = True  # False: show only the runs already in the store, compute none
-workers: int = 2  # single-threaded training processes
+workers: Optional[int] = None  # training processes; None: the profile's (2; smoke: 1, in-process)
 
 # %%
 import matplotlib.pyplot as plt

@@ -44,7 +44,7 @@ sparsities: Optional[list[float]] = None  # None: the paper's 60, 80, 90, 95 % (
 budget_seeds: Optional[int] = None  # seeds of the epoch-budget check; None: 3 (smoke: 1)
 draws: Optional[int] = None  # draws of the material on one initial network; None: 6 (smoke: 1)
 compute: bool = True  # False: show only the runs already in the store, compute none
-workers: int = 2  # single-threaded training processes
+workers: Optional[int] = None  # training processes; None: the profile's (2; smoke: 1, in-process)
 
 # %%
 import matplotlib.pyplot as plt

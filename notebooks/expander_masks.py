@@ -51,7 +51,7 @@ resnet_depths: Optional[list[int]] = None  # CIFAR ResNet depths, two or more; N
 train_per_class: Optional[int] = None  # training images per class, 0 all; None: by profile
 best_of: Optional[int] = None  # rreg draws per layer, the most expanding kept; None: by profile
 compute: bool = True  # False: show only the runs already in the store, compute none
-workers: int = 2  # single-threaded training processes
+workers: Optional[int] = None  # training processes; None: the profile's (2; smoke: 1, in-process)
 
 # %%
 import matplotlib.pyplot as plt

@@ -123,7 +123,7 @@ else:
 
 # %%
 t0 = time.perf_counter()
-records = study.sweep(grid, study.store_dir(P.name), workers=2)
+records = study.sweep(grid, study.store_dir(P.name), workers=P.workers)
 print(f"{len(records)} runs ready in {time.perf_counter() - t0:.0f} s "
       f"(finished runs are read back from the store)")
 study.table(records, by=["model", "method", "sparsity"])

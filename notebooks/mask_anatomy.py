@@ -54,7 +54,7 @@ second_draws: Optional[int] = None  # its draws of every material; None: 10 (smo
 second_materials: list[str] = ["images", "DOP"]  # its materials, images first
 check_seeds: Optional[int] = None  # seeds of the trained sanity checks; None: 4 (smoke: 1)
 compute: bool = True  # False: show only the trained runs already in the store, compute none
-workers: int = 2  # single-threaded training processes
+workers: Optional[int] = None  # training processes; None: the profile's (2; smoke: 1, in-process)
 
 # %%
 import matplotlib.pyplot as plt
@@ -65,6 +65,7 @@ from opai_lib import anatomy, config, experiments, parameters, plots, verdicts
 parameters.check(globals())
 plots.setup_style()
 P = config.get_profile(profile)
+workers = config.workers(P, workers)
 first = anatomy.chapter(profile, model_name, draws, sparsities, seed, control_draws)
 second = anatomy.chapter(profile, second_model, second_draws, sparsities, seed, second_draws,
                          materials=second_materials, glue_prefix="second", full_draws=(10, 10))

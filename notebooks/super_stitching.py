@@ -36,7 +36,7 @@ seeds: Optional[int] = None  # seeds of every cell (0 to seeds - 1, paired); Non
 decisive_seeds: Optional[int] = None  # seeds of stitching, images at 95 %; None: 6 (smoke: 1)
 sparsities: Optional[list[float]] = None  # None: Table 2's 90 and 95 % (smoke: 95 %)
 compute: bool = True  # False: show only the runs already in the store, compute none
-workers: int = 2  # single-threaded training processes
+workers: Optional[int] = None  # training processes; None: the profile's (2; smoke: 1, in-process)
 
 # %%
 from IPython.display import display

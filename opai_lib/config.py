@@ -109,6 +109,14 @@ def check_integer(name: str, value, low: int) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def workers(profile: Profile, value: int | None) -> int:
+    """A chapter's training processes: ``value`` (an integer >= 1), None the profile's."""
+    if value is None:
+        return profile.workers
+    check_integer("workers", value, 1)
+    return value
+
+
 def check_sparsities(name: str, value) -> tuple[float, ...]:
     """A non-empty list (or tuple) of distinct sparsities in (0, 1), as a tuple; a
     ValueError naming ``name`` otherwise."""
@@ -260,9 +268,12 @@ class Profile:
     max_rounds: int = param(0, "the most pruning rounds of an iterative criterion (SynFlow, "
                             "Iterative SNIP, FORCE); 0: each criterion's own (see "
                             "methods.profile_options)")
+    workers: int = param(2, "single-threaded processes a chapter trains in (1: its own "
+                         "process, no pool to start)")
 
     def __post_init__(self):
         check_types(self)
+        require(self.workers >= 1, self, "workers", "an integer >= 1")
         require(self.max_rounds >= 0, self, "max_rounds", "an integer >= 0 (0: no cap)")
         require(self.train_per_class >= 0 and self.test_per_class >= 0, self,
                 "train_per_class", "an integer >= 0")
@@ -274,11 +285,12 @@ class Profile:
 PROFILES = {
     # Seconds per notebook: half the synthetic images (enough for two disjoint blocks of
     # concept discovery), one epoch of 5 steps, iterative criteria in 5 rounds (FORCE's 60
-    # took 41 s of the criteria chapter). Used by the tests.
+    # took 41 s of the criteria chapter), runs in the notebook's process (a pool of two
+    # takes about 4 s to start, a smoke run under 1 s). Used by the tests.
     "smoke": Profile("smoke", "synthetic", train_per_class=32, test_per_class=32,
                      score_per_class=4, width=0.25, seeds=(0,),
                      recipe=Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant"),
-                     max_rounds=5),
+                     max_rounds=5, workers=1),
     # The default of `make book` and the published record: real CIFAR-10 (JPEG q75), a
     # 2,000-image-per-class subset, short cosine schedules in fp32 (portable: every CPU can
     # check the record). The recipe won benchmarks/recipe_pilot.py (dense ResNet-20 67.2 %

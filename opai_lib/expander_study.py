@@ -336,14 +336,16 @@ def frame(planned: list[Run], records: list[dict | None], store) -> pd.DataFrame
     return pd.DataFrame(rows, columns=FRAME_COLUMNS).astype({"degree": "Int64"})
 
 
-def collect(profile: config.Profile, scale: Scale, compute: bool = False, workers: int = 2
-            ) -> tuple[list[Run], pd.DataFrame]:
+def collect(profile: config.Profile, scale: Scale, compute: bool = False,
+            workers: int | None = None) -> tuple[list[Run], pd.DataFrame]:
     """The chapter's planned runs and the ``frame`` of those in the profile's store; with
-    ``compute``, the missing ones are computed first (``workers`` processes)."""
+    ``compute``, the missing ones are computed first (``workers`` processes; None: the
+    profile's)."""
     planned = runs(profile, scale)
     store = study.store_dir(profile.name)
     if compute:
-        study.sweep([r.config for r in planned], store, workers=workers)
+        study.sweep([r.config for r in planned], store,
+                    workers=config.workers(profile, workers))
     return planned, frame(planned, study.finished([r.config for r in planned], store), store)
 
 
@@ -356,14 +358,15 @@ def record_table(profile: str = "cpu", seeds: int | None = None) -> pd.DataFrame
 
 def chapter(profile: str, seeds=None, vgg_width=None, resnet_width=None, train_per_class=None,
             best_of=None, degrees=None, resnet_depths=None, compute: bool = True,
-            workers: int = 2) -> tuple[config.Profile, Scale, list[Run], pd.DataFrame]:
+            workers: int | None = None
+            ) -> tuple[config.Profile, Scale, list[Run], pd.DataFrame]:
     """The chapter's first cell: check every parameter, compute the missing runs
     (``compute``) or read only those in the store, print what was measured on what, glue
     the scale for the prose. Returns the profile, the scale, the planned runs and the
     ``frame`` of those with a record."""
     config.check_parameter(isinstance(compute, bool), "compute", compute, "True or False")
-    config.check_integer("workers", workers, 1)
     P = config.get_profile(profile)
+    workers = config.workers(P, workers)
     s = scale(P, seeds, vgg_width, resnet_width, train_per_class, best_of, degrees,
               resnet_depths)
     planned, table = collect(P, s, compute, workers)

@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 import pandas as pd
 
-from opai_lib import sanity, study
+from opai_lib import config, sanity, study
 from opai_lib.config import Profile, check_integer, check_sparsities
 from opai_lib.criteria import GraspOptions, RandomOptions, SnipOptions
 from opai_lib.materials import Material
@@ -540,23 +540,24 @@ def seed_counts(profile: str, seeds: int | None, decisive_seeds: int | None,
 
 def record_table(name: str, profile: Profile, model: str = "resnet20", seeds: int | None = None,
                  decisive_seeds: int | None = None, sparsities=None, compute: bool = False,
-                 workers: int = 2, store=None) -> tuple[list[Run], pd.DataFrame]:
+                 workers: int | None = None, store=None) -> tuple[list[Run], pd.DataFrame]:
     """Experiment ``name``'s planned runs and the ``frame`` of the runs in ``store`` (None:
-    the profile's): with ``compute``, the missing planned runs are computed first. Decisive cells
+    the profile's): with ``compute``, the missing planned runs are computed first (``workers``
+    processes; None: the profile's, ``config.workers``). Decisive cells
     are read up to ``MOST_SEEDS`` seeds, so seeds added by ``verdicts.extension`` count."""
     exp = get_experiment(name)
     seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds, exp.seeds)
     planned = exp.runs(profile, model, seeds, decisive_seeds, sparsities)
     store = study.store_dir(profile.name) if store is None else store
     if compute:
-        study.sweep([r.config for r in planned], store, workers=workers)
+        study.sweep([r.config for r in planned], store, workers=config.workers(profile, workers))
     readable = exp.runs(profile, model, seeds, max(decisive_seeds, MOST_SEEDS), sparsities)
     records = study.finished([r.config for r in readable], store)
     return planned, frame(readable, records, study.profile_data(profile)[0].num_classes)
 
 
 def chapter(name: str, profile: str, model: str, seeds: int | None,
-            decisive_seeds: int | None, sparsities, compute: bool, workers: int
+            decisive_seeds: int | None, sparsities, compute: bool, workers: int | None
             ) -> tuple[Profile, list[Run], pd.DataFrame]:
     """What the first cell of an experiment's notebook does: check every parameter (the
     runs are built, so a bad one stops here, before any compute), then collect the runs'
@@ -565,11 +566,11 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     table of those that have a record."""
     import time
 
-    from opai_lib import config, plots
+    from opai_lib import plots
 
     config.check_parameter(isinstance(compute, bool), "compute", compute, "True or False")
-    config.check_integer("workers", workers, 1)
     P = config.get_profile(profile)
+    workers = config.workers(P, workers)
     seeds, decisive_seeds = seed_counts(P.name, seeds, decisive_seeds,
                                         get_experiment(name).seeds)
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from opai_lib import __main__ as cli
-from opai_lib import config, study
+from opai_lib import config, expander_study, study
 from opai_lib import experiments as E
 from opai_lib import verdicts as V
 from opai_lib.materials import Material
@@ -1183,3 +1183,22 @@ def test_labels_that_name_no_arm_are_an_error():
         exp.runs(config.get_profile("smoke"))
     with pytest.raises(TypeError):  # the published grids' smoke fields cannot drift
         E.EXPERIMENTS["ablations"].smoke["labels"] = ("images",)
+
+
+@pytest.mark.parametrize("own, workers, expected", [(None, None, 1), (2, None, 2), (None, 3, 3)])
+def test_a_chapter_trains_in_the_profiles_processes_unless_told(tmp_path, monkeypatch, own,
+                                                              workers, expected):
+    # the smoke profile's runs (under a second) train in the notebook's own process: a
+    # pool of two takes seconds to start; the published record's in two
+    assert (config.PROFILES["smoke"].workers, config.PROFILES["cpu"].workers) == (1, 2)
+    calls = []
+    monkeypatch.setattr(study, "sweep", lambda cfgs, store, workers: calls.append(workers))
+    P = config.get_profile("smoke", **({} if own is None else {"workers": own}))
+    E.record_table("budget", P, compute=True, workers=workers, store=tmp_path)
+    expander_study.collect(P, expander_study.scale(P, 1), compute=True, workers=workers)
+    assert calls == [expected, expected]
+    with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
+        E.record_table("budget", P, compute=True, workers=0, store=tmp_path)
+    assert len(calls) == 2  # refused before any run
+    with pytest.raises(ValueError, match="Profile.workers"):
+        config.get_profile("smoke", workers=0)
