@@ -5,10 +5,14 @@ and the same loop through ``torch.compile``, what the record's eager step leaves
 the project's training step (``train.train``) dense and with a 90 % mask, in fp32, and in
 bf16 autocast where this machine computes bf16 natively; the ratios project/plain and
 masked/dense, and the mask's own share of a step (which bounds masked/dense where a noisy
-machine's repeats cannot resolve a few percent); the fp32 matrix-multiply rate (GFLOP/s of
-a 1024 x 1024 product) and the ceiling it implies for training, rate / (3 x 2 x
-multiply-adds of one image: forward and a backward of twice its cost), and the fraction of
-that ceiling the project reaches.
+machine's repeats cannot resolve a few percent); the machine's fp32 multiply rate, the
+faster of two libraries' (GFLOP/s of a 1024 x 1024 product, which torch hands to the BLAS,
+MKL; and of a large 3 x 3 convolution in channels-last, which it hands to oneDNN: on AMD
+CPUs MKL takes a slower path and reaches about half of oneDNN's rate), the ceiling it implies
+for training, rate / (3 x 2 x multiply-adds of one image: forward and a backward of twice
+its cost), and the fraction of that ceiling the project reaches. ResNet-20's layers have
+16 to 64 channels, too few for the large products' rate, so the ceiling is a bound, not a
+target a small net can reach.
 
 Images per second are the median of ``--repeats`` measurements, all settings interleaved
 in one process, each warmed up once before (oneDNN builds its kernels on first use). The
@@ -34,12 +38,24 @@ BATCH = 128
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
+    """fp32 GFLOP/s of a square product (torch's BLAS)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
     t0 = time.perf_counter()
     for _ in range(repeats):
         a @ b
     return repeats * 2 * size ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+def conv_gflops(channels: int = 256, size: int = 32, batch: int = 16, repeats: int = 3) -> float:
+    """fp32 GFLOP/s of a 3 x 3 convolution in channels-last (oneDNN)."""
+    x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3).contiguous(memory_format=torch.channels_last)
+    F.conv2d(x, w, padding=1)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        F.conv2d(x, w, padding=1)
+    return repeats * 2 * 9 * batch * size ** 2 * channels ** 2 / (time.perf_counter() - t0) / 1e9
 
 
 def plain_pytorch(batches, compiled: bool = False):
@@ -112,19 +128,22 @@ def main():
         if bf16:
             settings |= {"project dense bf16": project(batches, 1.0, "bf16"),
                          "project masked 90% bf16": project(batches, 0.1, "bf16")}
-        measured = {label: [] for label in [*settings, "matmul"]}
+        measured = {label: [] for label in [*settings, "matmul", "conv"]}
         for epoch in settings.values():
             epoch()
         for _ in range(args.repeats):
             measured["matmul"].append(matmul_gflops())
+            measured["conv"].append(conv_gflops())
             for label, epoch in settings.items():
                 t0 = time.perf_counter()
                 epoch()
                 measured[label].append(len(batches) * BATCH / (time.perf_counter() - t0))
         med = {label: statistics.median(v) for label, v in measured.items()}
-        ceiling = med["matmul"] * 1e9 / flop_per_image
-        print(f"\n{threads} thread(s): fp32 matmul {med['matmul']:.0f} GFLOP/s, training "
-              f"ceiling {ceiling:.0f} img/s")
+        rate = max(med["matmul"], med["conv"])
+        ceiling = rate * 1e9 / flop_per_image
+        print(f"\n{threads} thread(s): fp32 matmul {med['matmul']:.0f} GFLOP/s, 3x3 "
+              f"convolution {med['conv']:.0f} GFLOP/s; training ceiling at {rate:.0f} GFLOP/s: "
+              f"{ceiling:.0f} img/s")
         for label in settings:
             values = measured[label]
             print(f"  {label:28s} {med[label]:7.1f} img/s (range {min(values):.1f}-"
