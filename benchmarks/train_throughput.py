@@ -1,18 +1,19 @@
 """Training throughput of ResNet-20 on CIFAR-sized batches against the machine's own limits.
 
 For each thread count: plain PyTorch (a bare channels-last fp32 SGD loop, the yardstick;
-and the same loop through ``torch.compile``, what the record's eager step leaves on the table),
+and the same loop through ``torch.compile``, what the record's eager step leaves on the
+table), the net's convolutions alone at its own shapes (forward and backward, nothing else),
 the project's training step (``train.train``) dense and with a 90 % mask, in fp32, and in
-bf16 autocast where this machine computes bf16 natively; the ratios project/plain and
-masked/dense, and the mask's own share of a step (which bounds masked/dense where a noisy
-machine's repeats cannot resolve a few percent); the machine's fp32 multiply rate, the
-faster of two libraries' (GFLOP/s of a 1024 x 1024 product, which torch hands to the BLAS,
-MKL; and of a large 3 x 3 convolution in channels-last, which it hands to oneDNN: on AMD
-CPUs MKL takes a slower path and reaches about half of oneDNN's rate), the ceiling it implies
-for training, rate / (3 x 2 x multiply-adds of one image: forward and a backward of twice
-its cost), and the fraction of that ceiling the project reaches. ResNet-20's layers have
-16 to 64 channels, too few for the large products' rate, so the ceiling is a bound, not a
-target a small net can reach.
+bf16 autocast where this machine computes bf16 natively; the ratios project/plain,
+project/convolutions and masked/dense, and the mask's own share of a step (which bounds
+masked/dense where a noisy machine's repeats cannot resolve a few percent); the machine's
+fp32 multiply rate, the faster of two libraries' (GFLOP/s of a 1024 x 1024 product, which
+torch hands to the BLAS, MKL; and of a large 3 x 3 convolution in channels-last, which it
+hands to oneDNN: on AMD CPUs MKL takes a slower path), the ceiling it implies for training,
+rate / (3 x 2 x multiply-adds of one image: forward and a backward of twice its cost), and
+the fraction of that ceiling each setting reaches. The convolutions alone say how much of
+the gap to the ceiling is the convolutions' own (ResNet-20's have 16 to 64 channels, fewer
+than the large products') and how much the rest of a step.
 
 Images per second are the median of ``--repeats`` measurements, all settings interleaved
 in one process, each warmed up once before (oneDNN builds its kernels on first use). The
@@ -75,6 +76,32 @@ def plain_pytorch(batches, compiled: bool = False):
     return epoch
 
 
+def convolutions_only(batches):
+    """One epoch of ResNet-20's convolutions alone, at the net's own shapes and in its
+    layout: each one's forward and backward (input and weight gradients; no input gradient
+    for the first), nothing else of a step. The rate a step could reach if BatchNorm, ReLU,
+    the loss and the optimiser cost nothing: the attainable bound for this small net."""
+    model = models.get_model("resnet20", seed=0).to(memory_format=torch.channels_last)
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, i[0].shape)))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    model(batches[0][0].contiguous(memory_format=torch.channels_last))
+    for h in hooks:
+        h.remove()
+    convs = []
+    for i, (m, shape) in enumerate(shapes):
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        w = m.weight.detach().clone().requires_grad_(True)
+        convs.append((x.requires_grad_(i > 0), w, m.stride, m.padding))
+
+    def epoch():
+        for _ in batches:
+            for x, w, stride, padding in convs:
+                out = F.conv2d(x, w, stride=stride, padding=padding)
+                out.backward(torch.ones_like(out))
+    return epoch
+
+
 def project(batches, density: float, precision: str):
     """One epoch of ``train.train`` (a 90 % random mask when density is 0.1)."""
     model = models.get_model("resnet20", seed=0)
@@ -121,7 +148,8 @@ def main():
           "per image")
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
-        settings = {"plain PyTorch fp32": plain_pytorch(batches),
+        settings = {"convolutions alone fp32": convolutions_only(batches),
+                    "plain PyTorch fp32": plain_pytorch(batches),
                     "plain PyTorch compiled fp32": plain_pytorch(batches, compiled=True),
                     "project dense fp32": project(batches, 1.0, "fp32"),
                     "project masked 90% fp32": project(batches, 0.1, "fp32")}
@@ -149,6 +177,7 @@ def main():
             print(f"  {label:28s} {med[label]:7.1f} img/s (range {min(values):.1f}-"
                   f"{max(values):.1f}), {med[label] / ceiling:.2f} of the ceiling")
         for a, b in (("project dense fp32", "plain PyTorch fp32"),
+                     ("project dense fp32", "convolutions alone fp32"),
                      ("project masked 90% fp32", "project dense fp32")):
             ratios = [x / y for x, y in zip(measured[a], measured[b], strict=True)]
             mid, lo, hi, coverage = median_interval(ratios)

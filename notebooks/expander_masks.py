@@ -64,7 +64,7 @@ from opai_lib.experiments import shown
 
 parameters.check(globals())
 plots.setup_style()
-torch.set_num_threads(1)  # masks and tables only: training runs in the sweep's workers
+torch.set_num_threads(1)  # as each of the sweep's workers (and a smoke run trained here)
 P, S, _, table = es.chapter(profile, seeds, vgg_width, resnet_width, train_per_class, best_of,
                             degrees, resnet_depths, compute, workers)
 

@@ -542,9 +542,9 @@ def record_table(name: str, profile: Profile, model: str = "resnet20", seeds: in
                  decisive_seeds: int | None = None, sparsities=None, compute: bool = False,
                  workers: int | None = None, store=None) -> tuple[list[Run], pd.DataFrame]:
     """Experiment ``name``'s planned runs and the ``frame`` of the runs in ``store`` (None:
-    the profile's): with ``compute``, the missing planned runs are computed first (``workers``
-    processes; None: the profile's, ``config.workers``). Decisive cells
-    are read up to ``MOST_SEEDS`` seeds, so seeds added by ``verdicts.extension`` count."""
+    the profile's): with ``compute``, the missing planned runs are computed first
+    (``workers`` processes; None: the profile's). Decisive cells are read up to
+    ``MOST_SEEDS`` seeds, so seeds added by ``verdicts.extension`` count."""
     exp = get_experiment(name)
     seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds, exp.seeds)
     planned = exp.runs(profile, model, seeds, decisive_seeds, sparsities)

@@ -149,7 +149,7 @@ def test_a_bad_parameter_stops_at_the_check(tmp_path, name, values, message):
 @pytest.mark.slow
 def test_good_parameters_pass_the_check(tmp_path):
     nb = run(first_cells("ablations", tmp_path), seeds=2, sparsities=[0.9, 0.95], compute=False)
-    assert nb.cells[-1].outputs[0]["text"] == "cpu resnet20 2 None [0.9, 0.95] False 2\n"
+    assert nb.cells[-1].outputs[0]["text"] == "cpu resnet20 2 None [0.9, 0.95] False None\n"
 
 
 @pytest.mark.slow
