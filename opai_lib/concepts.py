@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -462,12 +463,17 @@ def train_cavs(positive: torch.Tensor, negatives: list[torch.Tensor], alpha: flo
                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One CAV per negative set: (num_negatives, D) and their accuracies. Trained in threads
     (scikit-learn's SGD releases the GIL); each CAV has its own seed, so the result does not
-    depend on the thread count."""
-    from joblib import Parallel, delayed
+    depend on the thread count. A plain thread pool: joblib's polls for its results, which
+    costs more than these small fits on the smoke profile."""
+    def fit(i: int) -> tuple[torch.Tensor, float]:
+        return train_cav(positive, negatives[i], alpha, seed * 1009 + i)
 
-    jobs = (delayed(train_cav)(positive, neg, alpha, seed * 1009 + i)
-            for i, neg in enumerate(negatives))
-    pairs = Parallel(n_jobs=torch.get_num_threads(), prefer="threads")(jobs)
+    threads = min(torch.get_num_threads(), len(negatives))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            pairs = list(pool.map(fit, range(len(negatives))))
+    else:
+        pairs = [fit(i) for i in range(len(negatives))]
     return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
 
