@@ -6,9 +6,9 @@ changes its mask by more than the mask's own draw-to-draw noise:
 - ``layer_overlap``: per tensor, the fraction of one mask's kept weights the other keeps
   (``masks.overlap`` is the same over all tensors); ``density_difference`` per layer.
 - ``score_spearman``: rank correlation of two score sets over all weights.
-- ``effective_mask``: the kept weights on at least one input-output path of the masked
-  network (Vysogorets and Kempe 2021); the others cannot change the output, so a mask's
-  *effective* sparsity can exceed its nominal one, up to 100 % for a cut network.
+- ``effective_mask`` (``PathCounter``): the kept weights on at least one input-output path
+  of the masked network (Vysogorets and Kempe 2021); the others cannot change the output,
+  so a mask's *effective* sparsity can exceed its nominal one, up to 100 % for a cut network.
 - ``material_masks``: a criterion's masks for independent draws of one material on one
   initial network; ``overlap_matrix`` and ``within_between``: overlaps of masks drawn from
   the same material against masks from two materials, with a permutation test.
@@ -82,58 +82,73 @@ def score_spearman(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor])
 # ---------------------------------------------------------------------------------------
 # Effective sparsity.
 
-def _connectivity_net(model: nn.Module, mask: Mask) -> tuple[nn.Module, dict[str, nn.Parameter]]:
-    """A float64 copy of ``model`` whose weights are 1 where kept (0 where pruned), biases
-    0, BatchNorm replaced by the identity: its output counts input-output paths."""
-    net = copy.deepcopy(model).double().eval()
-    for name, module in list(net.named_modules()):
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            parent, _, attr = name.rpartition(".")
-            setattr(net.get_submodule(parent), attr, nn.Identity())
-    params = dict(net.named_parameters())
-    prunable = set(models.prunable(net))
-    unknown = sorted(set(mask) - set(params))
-    if unknown:
-        raise ValueError(f"mask names {unknown}, which are not parameters of the model")
-    with torch.no_grad():
-        for name, p in params.items():
-            if name in mask:
-                p.copy_(mask[name].to(torch.float64))
-            elif name in prunable:  # a layer left dense (e.g. first_layer=False)
-                p.fill_(1.0)
-            else:
-                p.zero_()
-            p.requires_grad_(name in mask)
-    return net, {n: params[n] for n in mask}
+class PathCounter:
+    """A float64 copy of a model with BatchNorm replaced by the identity, built once and
+    re-weighted for each mask: weights 1 where kept, 0 where pruned, biases 0. Its output
+    counts input-output paths. One copy serves every mask of a table (a deep copy of a
+    ResNet costs more than its path count)."""
+
+    def __init__(self, model: nn.Module):
+        self.net = copy.deepcopy(model).double().eval()
+        for name, module in list(self.net.named_modules()):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                parent, _, attr = name.rpartition(".")
+                setattr(self.net.get_submodule(parent), attr, nn.Identity())
+        self.params = dict(self.net.named_parameters())
+        self.prunable = set(models.prunable(self.net))
+        self.channels = models.io_sizes(self.net)[0] or 3
+
+    def _weigh(self, mask: Mask) -> None:
+        unknown = sorted(set(mask) - set(self.params))
+        if unknown:
+            raise ValueError(f"mask names {unknown}, which are not parameters of the model")
+        with torch.no_grad():
+            for name, p in self.params.items():
+                if name in mask:
+                    p.copy_(mask[name].to(torch.float64))
+                elif name in self.prunable:  # a layer left dense (e.g. first_layer=False)
+                    p.fill_(1.0)
+                else:
+                    p.zero_()
+                p.requires_grad_(name in mask)
+                p.grad = None
+
+    def effective_mask(self, mask: Mask, image_size: int = 32) -> Mask:
+        """The kept weights that lie on at least one path from the input to the output.
+
+        Every activation is a non-negative path count, ReLU passes it unchanged and
+        nothing cancels, so the gradient of the summed output by a kept weight is (paths
+        into its input) x (paths out of its output): it is positive exactly when the
+        weight is on some input-output path."""
+        self._weigh(mask)
+        ones = torch.ones(1, self.channels, image_size, image_size, dtype=torch.float64)
+        out = self.net(ones).sum()
+        if not torch.isfinite(out):
+            raise ValueError("path counts overflow float64 for this network; effective "
+                             "sparsity needs a shallower network or a rescaled count")
+        out.backward()
+        return {n: mask[n] & (self.params[n].grad > 0) for n in mask}
+
+    def effective_sparsity(self, mask: Mask, image_size: int = 32) -> dict:
+        """Nominal and effective sparsity of ``mask``, the kept weights that no path uses,
+        and the layers left with no effective weight (a collapsed network)."""
+        eff = self.effective_mask(mask, image_size)
+        total = sum(m.numel() for m in mask.values())
+        kept = sum(int(m.sum()) for m in mask.values())
+        used = sum(int(m.sum()) for m in eff.values())
+        return {"sparsity": 1 - kept / total, "effective sparsity": 1 - used / total,
+                "unused kept": kept - used, "dead layers": masks.empty_layers(eff),
+                "layer effective density": {n: m.float().mean().item() for n, m in eff.items()}}
 
 
 def effective_mask(model: nn.Module, mask: Mask, image_size: int = 32) -> Mask:
-    """The kept weights that lie on at least one path from the input to the output.
-
-    In the connectivity copy (``_connectivity_net``) every activation is a non-negative
-    path count, ReLU passes it unchanged and nothing cancels, so the gradient of the summed
-    output by a kept weight is (paths into its input) x (paths out of its output): it is
-    positive exactly when the weight is on some input-output path."""
-    net, weights = _connectivity_net(model, mask)
-    channels = models.io_sizes(net)[0] or 3
-    out = net(torch.ones(1, channels, image_size, image_size, dtype=torch.float64)).sum()
-    if not torch.isfinite(out):
-        raise ValueError("path counts overflow float64 for this network; effective "
-                         "sparsity needs a shallower network or a rescaled count")
-    out.backward()
-    return {n: mask[n] & (w.grad > 0) for n, w in weights.items()}
+    """``PathCounter.effective_mask`` of one mask on ``model``."""
+    return PathCounter(model).effective_mask(mask, image_size)
 
 
 def effective_sparsity(model: nn.Module, mask: Mask, image_size: int = 32) -> dict:
-    """Nominal and effective sparsity of ``mask`` on ``model``, the kept weights that no
-    path uses, and the layers left with no effective weight (a collapsed network)."""
-    eff = effective_mask(model, mask, image_size)
-    total = sum(m.numel() for m in mask.values())
-    kept = sum(int(m.sum()) for m in mask.values())
-    used = sum(int(m.sum()) for m in eff.values())
-    return {"sparsity": 1 - kept / total, "effective sparsity": 1 - used / total,
-            "unused kept": kept - used, "dead layers": masks.empty_layers(eff),
-            "layer effective density": {n: m.float().mean().item() for n, m in eff.items()}}
+    """``PathCounter.effective_sparsity`` of one mask on ``model``."""
+    return PathCounter(model).effective_sparsity(mask, image_size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -404,11 +419,11 @@ def effective_table(found: Draws, model: nn.Module, draws: int = 3,
                     image_size: int = 32) -> pd.DataFrame:
     """Nominal and effective sparsity (``effective_sparsity``), mean over the first
     ``draws`` draws of each material and sparsity, and the most dead layers among them."""
-    rows = []
+    rows, counter = [], PathCounter(model)
     for label, by_draw in found.items():
         chosen = list(by_draw.values())[:draws]
         for s in chosen[0]:
-            got = [effective_sparsity(model, m[s], image_size) for m in chosen]
+            got = [counter.effective_sparsity(m[s], image_size) for m in chosen]
             rows.append({"material": label, "sparsity %": round(100 * s, 2),
                          "effective sparsity %": 100 * np.mean(
                              [g["effective sparsity"] for g in got]),

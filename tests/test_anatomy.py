@@ -598,6 +598,21 @@ def test_layer_table_reference_row_is_its_within_overlap():
         np.mean([m[0.75]["a"].float().mean().item() for m in found["far"].values()]))
 
 
+def test_one_path_counter_serves_many_masks_as_fresh_copies_do():
+    """Re-weighting the same copy must leave nothing of the previous mask behind (weights,
+    gradients): each answer equals the brute-force path enumeration."""
+    net = mlp()
+    full = {n: torch.ones(s, dtype=bool) for n, s in shapes(net).items()}
+    cut = {n: m.clone() for n, m in full.items()}
+    cut["3.weight"][:] = False
+    sparse = {n: torch.rand(s, generator=torch.Generator().manual_seed(3)) < 0.5
+              for n, s in shapes(net).items()}
+    counter = anatomy.PathCounter(net)
+    for mask in (full, cut, sparse, full, cut):
+        assert_masks_equal(counter.effective_mask(mask, image_size=IMG),
+                           brute_force_effective(MLP_LAYERS, mask, MLP_FIRST))
+
+
 def test_effective_table_averages_effective_sparsity():
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
     names = list(models.prunable(net))
