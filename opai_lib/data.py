@@ -202,25 +202,49 @@ def _download_cifar(root: Path, hundred: bool) -> None:
             "Set OPAI_DATA_DIR to a folder that holds the dataset.") from err
 
 
-def _decode_jpeg_tar(tar_path: Path, train: bool) -> ImageSet:
-    """Decode the JPEG copy: ``{train,test}/<class>/NNNN.jpg``, classes in alphabetical order."""
+def _decode_jpeg_tar(tar_path: Path) -> dict[str, ImageSet]:
+    """Decode the JPEG copy, ``{train,test}/<class>/NNNN.jpg``, in one pass over the archive
+    (unpacking it took as long as decoding the test split): {split: ImageSet}, classes in
+    alphabetical order."""
     from PIL import Image
 
-    split = "train" if train else "test"
     entries = {}
     with tarfile.open(tar_path) as tar:
         for member in tar:
             parts = Path(member.name).parts
-            if member.isfile() and len(parts) >= 3 and parts[-3] == split:
-                entries[(parts[-2], int(Path(parts[-1]).stem))] = tar.extractfile(member).read()
-    if not entries:
-        raise ValueError(f"{tar_path} holds no {split}/<class>/NNNN.jpg images")
-    classes = sorted({c for c, _ in entries})
-    keys = sorted(entries, key=lambda k: (classes.index(k[0]), k[1]))
-    images = np.stack([np.asarray(Image.open(io.BytesIO(entries[k])).convert("RGB"))
-                       for k in keys])
-    labels = torch.tensor([classes.index(c) for c, _ in keys])
-    return ImageSet(torch.from_numpy(images), labels, classes, CIFAR10_JPEG_NAME)
+            if member.isfile() and len(parts) >= 3 and parts[-3] in ("train", "test"):
+                key = (parts[-3], parts[-2], int(Path(parts[-1]).stem))
+                entries[key] = tar.extractfile(member).read()
+    out = {}
+    for split in ("train", "test"):
+        found = {k[1:]: v for k, v in entries.items() if k[0] == split}
+        if not found:
+            raise ValueError(f"{tar_path} holds no {split}/<class>/NNNN.jpg images")
+        classes = sorted({c for c, _ in found})
+        keys = sorted(found, key=lambda k: (classes.index(k[0]), k[1]))
+        images = np.stack([np.asarray(Image.open(io.BytesIO(found[k])).convert("RGB"))
+                           for k in keys])
+        labels = torch.tensor([classes.index(c) for c, _ in keys])
+        out[split] = ImageSet(torch.from_numpy(images), labels, classes, CIFAR10_JPEG_NAME)
+    return out
+
+
+def _cifar_jpeg(tar_path: Path, split: str) -> ImageSet:
+    """The JPEG copy's ``split`` from the cache, or decoded: one pass decodes both splits
+    and caches both (a run reads the other next, and the pass costs seconds)."""
+    keys = {s: f"cifar10-jpeg-{CIFAR10_JPEG_SHA256[:12]}-{s}" for s in ("train", "test")}
+    decoded: dict[str, ImageSet] = {}
+
+    def build(s: str) -> ImageSet:
+        if not decoded:
+            decoded.update(_decode_jpeg_tar(tar_path))
+        return decoded[s]
+
+    got = _cached(keys[split], lambda: build(split))
+    if decoded:  # this split was decoded here: cache the other one too
+        other = "test" if split == "train" else "train"
+        _cached(keys[other], lambda: decoded[other])
+    return got
 
 
 def _cached(key: str, build) -> ImageSet:
@@ -251,9 +275,7 @@ def _load_cifar(hundred: bool, train: bool, download: bool) -> ImageSet:
     tried = [str(folder)] + ([] if hundred else [str(root if user_dir else shared_data_dir())])
     if not folder.exists() and tar is not None:
         verify_sha256(tar, CIFAR10_JPEG_SHA256)
-        split = "train" if train else "test"
-        return _cached(f"cifar10-jpeg-{CIFAR10_JPEG_SHA256[:12]}-{split}",
-                       lambda: _decode_jpeg_tar(tar, train))
+        return _cifar_jpeg(tar, "train" if train else "test")
     if not folder.exists():
         if not download:
             raise DataUnavailable(f"no {'CIFAR-100' if hundred else 'CIFAR-10'} found "

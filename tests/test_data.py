@@ -146,10 +146,25 @@ def test_jpeg_tarball_from_data_dir_is_checked(tmp_path, monkeypatch):
 
 def test_jpeg_tarball_decoding_order(tmp_path, monkeypatch):
     _tiny_jpeg_tar(tmp_path / "t.tar.gz")
-    s = data._decode_jpeg_tar(tmp_path / "t.tar.gz", train=True)
-    assert s.classes == ["airplane", "cat"] and s.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    blue = s.images[:3, 16, 16, 2].int()
-    assert (blue[1:] > blue[:-1]).all()  # files 0001, 0002, 0010 in that order
+    for s in data._decode_jpeg_tar(tmp_path / "t.tar.gz").values():
+        assert s.classes == ["airplane", "cat"] and s.labels.tolist() == [0, 0, 0, 1, 1, 1]
+        blue = s.images[:3, 16, 16, 2].int()
+        assert (blue[1:] > blue[:-1]).all()  # files 0001, 0002, 0010 in that order
+
+
+def test_one_load_of_the_jpeg_copy_decodes_and_caches_both_splits(tmp_path, monkeypatch):
+    _tiny_jpeg_tar(tmp_path / "cifar10-jpeg.tar.gz")
+    tar = tmp_path / "cifar10-jpeg.tar.gz"
+    monkeypatch.setenv("OPAI_CACHE_DIR", str(tmp_path / "cache"))
+    test = data._cifar_jpeg(tar, "test")
+    assert test.images.shape == (6, 32, 32, 3) and test.classes == ["airplane", "cat"]
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert [n.rsplit("-", 1)[1] for n in cached] == ["test.pt", "train.pt"]
+    expected = data._decode_jpeg_tar(tar)["train"]
+    monkeypatch.setattr(data, "_decode_jpeg_tar", None)  # the train split is read, not decoded
+    train = data._cifar_jpeg(tar, "train")
+    assert torch.equal(train.images, expected.images) and train.labels.tolist() == [0] * 3 + [1] * 3
+
 
 
 def _write_cifar10_pickles(root, per_batch=4):
