@@ -94,8 +94,8 @@ verdicts.report(ablation)
 
 # %%
 growth = experiments.gap_growth(table, experiments.OWN_ALL_ONES, "images", 90, 95)
-display(experiments.shown(growth))
 plots.glue_effects(growth, label=None, prefix="growth")
+display(experiments.shown(growth))
 
 # %% [markdown]
 # SNIP's all-ones gap changes by {glue:text}`growth_snip_mean:.1f` ±

@@ -46,12 +46,12 @@ tables = {name: experiments.record_table(name, P, model_name)[1]
           for name in ("dop_sparsity", "ablations", "super_stitching")}
 judged = pd.concat([verdicts.claims(tables), es.claims(es.record_table(profile))],
                    ignore_index=True)
-display(experiments.shown(judged))
 for outcome in verdicts.VERDICTS:
     plots.glue_number(plots.slug("verdicts", outcome), (judged["verdict"] == outcome).sum())
 plots.glue_number("verdict_cells", len(judged))
 plots.glue_number("verdict_min_n", judged["count"].min())
 plots.glue_number("verdict_max_n", judged["count"].max())
+display(experiments.shown(judged))
 
 # %% [markdown]
 # (verdict-table)=

@@ -87,12 +87,12 @@ display(experiments.shown(verdicts.beside_paper(summary)))
 
 # %%
 dop = verdicts.with_paper(experiments.effects(table, "images", runs), "images")
-verdicts.report(dop)
 sd, pairs = verdicts.paired_sd(dop), int(dop.loc[dop["sparsity %"] >= 90, "count"].min())
 plots.glue_number("paired_sd", sd)
 plots.glue_number("decisive_pairs", pairs)
 plots.glue_number("detectable_decisive", verdicts.detectable_effect(sd, max(pairs, 2)))
 plots.glue_number("detectable_10", verdicts.detectable_effect(sd, 10))
+verdicts.report(dop)
 
 # %% [markdown]
 # The paired differences have a standard deviation of
@@ -117,9 +117,9 @@ plots.glue_number("detectable_10", verdicts.detectable_effect(sd, 10))
 draw_runs, draw_table = experiments.record_table("material_draws", P, model_name, draws, draws,
                                                  compute=compute, workers=workers)
 spread = experiments.draw_spread(draw_table, table, draw_runs)
-display(experiments.shown(spread))
 plots.glue_number("material_draws", spread["draws"].min() if len(spread) else 0)
 plots.glue_rows(spread, ["criterion", "material"], "draw share", "draw_share")
+display(experiments.shown(spread))
 
 # %% [markdown]
 # With {glue:text}`material_draws:d` draws or more per cell, the draw accounts for
@@ -160,9 +160,9 @@ verdicts.report(ordering, label="arm", prefix="vs_random")
 budget_runs, budget = experiments.record_table("budget", P, model_name, seeds=budget_seeds,
                                                compute=compute, workers=workers)
 budget_effects = experiments.effects(budget, ("random", "random (uniform)"), budget_runs)
-verdicts.report(budget_effects, label="arm", prefix="budget")
 plots.glue_number("budget_seeds", len({r.seed for r in budget_runs}))
 plots.glue_text("budget_epochs", plots.listed(r.epochs for r in budget_runs))
+verdicts.report(budget_effects, label="arm", prefix="budget")
 
 # %% [markdown]
 # With {glue:text}`budget_seeds:d` seeds per cell these intervals are wide: read the sign of

@@ -139,11 +139,11 @@ plt.show()
 
 # %%
 spearman = kept["spearman"]
-display(experiments.shown(spearman, digits=3))
 plots.glue_number("score_draws", tables["spearman"].draws)
 plots.glue_rows(spearman, ["criterion", "material"], "between", "rho")
 plots.glue_rows(spearman.drop_duplicates("criterion"), ["criterion"], "within reference",
                 "images_rho")
+display(experiments.shown(spearman, digits=3))
 
 # %% [markdown]
 # Two batches of images rank SNIP's weights with a correlation of
@@ -161,8 +161,8 @@ plots.glue_rows(spearman.drop_duplicates("criterion"), ["criterion"], "within re
 
 # %%
 synflow = kept["synflow"]
-display(experiments.shown(synflow, digits=3))
 plots.glue_rows(synflow, ["criterion", "material", "sparsity %"], "distance ratio", "ratio")
+display(experiments.shown(synflow, digits=3))
 
 # %% [markdown]
 # At 90 % SynFlow's mask lies at a distance ratio of {glue:text}`snip_synflow_90_ratio:.2f`
@@ -179,10 +179,10 @@ plots.glue_rows(synflow, ["criterion", "material", "sparsity %"], "distance rati
 
 # %%
 second_wb = kept["second"]
-display(experiments.shown(second_wb, digits=3))
 anatomy.glue_tests(second_wb, prefix="second")
 plots.glue_text("second_model", second_model)
 plots.glue_text("second_materials", ", ".join(second_materials))
+display(experiments.shown(second_wb, digits=3))
 
 # %% [markdown]
 # On {glue:text}`second_model`, {glue:text}`second_cells_moved:d` of
@@ -217,9 +217,9 @@ for crit in first.criteria:
 
 # %%
 eff = kept["effective"]
-display(experiments.shown(eff, digits=2))
 plots.glue_number("most_unused", eff["unused kept"].max())
 plots.glue_number("dead_cells", int((eff["dead layers"] > 0).sum()))
+display(experiments.shown(eff, digits=2))
 
 # %% [markdown]
 # In {glue:text}`dead_cells:d` of these cells a mask leaves a layer with no effective weight,
@@ -257,12 +257,12 @@ check_runs, checks = experiments.record_table("sanity_checks", P, model_name, ch
                                               check_seeds, compute=compute, workers=workers)
 check_effects = experiments.check_effects(checks, check_runs)
 verdicts.report(check_effects, label=("material", "check"), prefix="check")
-display(experiments.shown(experiments.summary(checks, check_runs)))
 plots.glue_number("check_seeds", int(check_effects["count"].max()) if len(check_effects) else 0)
 plots.glue_text("check_sparsities", plots.percents(r.sparsity for r in check_runs))
 collapsed = checks["empty layers"] > 0
 plots.glue_number("check_collapsed", int(collapsed.sum()))
 plots.glue_number("check_collapsed_kept", int((collapsed & (checks["check"] != "inverted")).sum()))
+display(experiments.shown(experiments.summary(checks, check_runs)))
 
 # %% [markdown]
 # Shuffling SNIP's DOP mask at 90 % changes accuracy by

@@ -40,6 +40,11 @@ def test_notebook_runs_on_the_smoke_profile(source, smoke_book):
     nb = nbformat.read(execute(source, smoke_book), as_version=4)
     assert any(c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])
                for c in nb.cells), "a notebook needs a `parameters` cell for papermill"
+    # a cell's last expression is printed: a glue helper's return value would reach the page
+    leaked = [c.source.splitlines()[-1] for c in nb.cells if c.cell_type == "code"
+              for o in c.get("outputs", []) if o.get("output_type") == "execute_result"
+              and not {"text/html", "image/png", "text/markdown"} & set(o["data"])]
+    assert not leaked, f"cells print a bare value (end them with a table or a figure): {leaked}"
 
 
 @pytest.mark.slow
