@@ -79,6 +79,8 @@ def test_book_builds_offline_without_warnings(smoke_book):
     page = (html / "intro.html").read_text()  # a page with formulas
     assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
     assert (html / "_static" / "mathjax" / "tex-chtml.js").exists()
+    assert "_static/outputs.css" in page  # printed lines wrap instead of running off the page
+    assert "pre-wrap" in (html / "_static" / "outputs.css").read_text()
 
 
 def _tree(folder: Path) -> dict[str, str]:
