@@ -111,7 +111,7 @@ verdicts.report(dop)
 # fed. To see what the draw alone does, one initial network (seed 0) is pruned at 90 % by
 # each criterion fed independent draws of images and of DOP, and trained each time with
 # the same batches; the standard deviation of accuracy over these draws stands beside the
-# one over seeds, and *draw share* is the ratio of their variances.
+# one over seeds, and *draw share* is the ratio of their variances (draws over seeds).
 
 # %%
 draw_runs, draw_table = experiments.record_table("material_draws", P, model_name, draws, draws,
@@ -122,14 +122,15 @@ plots.glue_rows(spread, ["criterion", "material"], "draw share", "draw_share")
 display(experiments.shown(spread))
 
 # %% [markdown]
-# With {glue:text}`material_draws:d` draws or more per cell, the draw accounts for
-# {glue:text}`snip_dop_draw_share:.0%` of the seed variance of SNIP fed DOP and
-# {glue:text}`grasp_dop_draw_share:.0%` of GraSP's (images:
-# {glue:text}`snip_images_draw_share:.0%` and {glue:text}`grasp_images_draw_share:.0%`).
-# A standard deviation from a handful of runs is itself uncertain by a third or more, so
-# read these shares as large or small, not to the percent. A large share says a paired
-# comparison cannot remove the material's own noise by sharing the network: only more
-# draws do.
+# With {glue:text}`material_draws:d` draws or more per cell, the variance over draws on one
+# network is {glue:text}`snip_dop_draw_share:.2f` times the variance over seeds for SNIP fed
+# DOP and {glue:text}`grasp_dop_draw_share:.2f` times for GraSP (images:
+# {glue:text}`snip_images_draw_share:.2f` and {glue:text}`grasp_images_draw_share:.2f`). A
+# ratio near one or above means that redrawing the examples alone spreads accuracy as much
+# as a new seed does, which also draws a new network. A variance from a handful of runs is
+# itself uncertain by a factor of two or more, so read these ratios as small or large, not
+# to the second digit. A large ratio says a paired comparison cannot remove the material's
+# own noise by sharing the network: only more draws do.
 
 # %% [markdown]
 # (dop-budget)=
@@ -149,12 +150,12 @@ ordering = experiments.effects(table, ("random", "random (uniform)"), runs)
 verdicts.report(ordering, label="arm", prefix="vs_random")
 
 # %% [markdown]
-# A negative row means that on this budget a criterion fed real images does worse than
+# A negative row means that on this budget a criterion (fed images or DOP) does worse than
 # keeping weights at random: the criteria have not yet paid off after
 # {glue:text}`epochs:d` epochs of training, and the material comparison above is made in a
 # regime unlike the paper's. Does a longer schedule restore the published ordering? The
 # same three arms at 90 %, trained for {glue:text}`budget_epochs` epochs (the same recipe,
-# stretched), {glue:text}`budget_seeds:d` seeds each:
+# stretched), {glue:text}`budget_seeds:d` seeds planned for each:
 
 # %%
 budget_runs, budget = experiments.record_table("budget", P, model_name, seeds=budget_seeds,
@@ -162,12 +163,33 @@ budget_runs, budget = experiments.record_table("budget", P, model_name, seeds=bu
 budget_effects = experiments.effects(budget, ("random", "random (uniform)"), budget_runs)
 plots.glue_number("budget_seeds", len({r.seed for r in budget_runs}))
 plots.glue_text("budget_epochs", plots.listed(r.epochs for r in budget_runs))
+plots.glue_number("budget_min_pairs", budget_effects["count"].min())
+plots.glue_number("budget_max_pairs", budget_effects["count"].max())
+for end, epochs in (("shortest", min), ("longest", max)):  # unnumbered keys for the prose
+    at = budget_effects[budget_effects["epochs"] == epochs(budget_effects["epochs"])]
+    plots.glue_effects(at, label="arm", prefix=f"budget_{end}")
+    plots.glue_number(f"budget_{end}_epochs", at["epochs"].iloc[0])
 verdicts.report(budget_effects, label="arm", prefix="budget")
 
 # %% [markdown]
-# With {glue:text}`budget_seeds:d` seeds per cell these intervals are wide: read the sign of
-# a row only where its interval excludes zero. Where the rows turn positive as the epochs
-# grow, the short schedule is what hides the criteria's advantage, and the conclusions weigh
-# the material verdicts accordingly; where they stay negative with intervals that exclude
-# zero, this network and data subset do not reward SNIP or GraSP over the uniform random
-# mask even at the longest of these schedules.
+# The record holds {glue:text}`budget_min_pairs:d` to {glue:text}`budget_max_pairs:d`
+# paired seeds per row so far, so these intervals are wide: read the sign of a row only
+# where its interval excludes zero (a row with one pair has none). After
+# {glue:text}`budget_shortest_epochs:d` epochs, SNIP fed images minus the uniform random mask
+# is {glue:text}`budget_shortest_snip_images_90_mean:.2f` ±
+# {glue:text}`budget_shortest_snip_images_90_ci95:.2f` points
+# ({glue:text}`budget_shortest_snip_images_90_n:d` pairs:
+# {glue:text}`budget_shortest_snip_images_90_direction`), GraSP's
+# {glue:text}`budget_shortest_grasp_images_90_mean:.2f` ±
+# {glue:text}`budget_shortest_grasp_images_90_ci95:.2f`
+# ({glue:text}`budget_shortest_grasp_images_90_direction`). After
+# {glue:text}`budget_longest_epochs:d` epochs: {glue:text}`budget_longest_snip_images_90_mean:.2f`
+# points for SNIP ({glue:text}`budget_longest_snip_images_90_n:d` pairs:
+# {glue:text}`budget_longest_snip_images_90_direction`) and
+# {glue:text}`budget_longest_grasp_images_90_mean:.2f` for GraSP
+# ({glue:text}`budget_longest_grasp_images_90_n:d` pairs:
+# {glue:text}`budget_longest_grasp_images_90_direction`). Where a row turns positive as the
+# epochs grow, the short schedule is what hides the criteria's advantage; where it stays
+# negative, this network and data subset do not reward the criterion over the uniform
+# random mask at that schedule. Either way the material verdicts of this book are made in
+# the short schedule, and the conclusions say so.

@@ -109,7 +109,8 @@ display(shown(pp, 3))
 #   by its degree: the three generators keep as many weights as X-Net keeps at degree d on
 #   the network trained (every input channel of a sparse layer with d outputs), as one
 #   density over the sparse layers, the same number of edges in every layer for all three.
-#   At full width this density is close to the paper's PP (the VGG table shows both).
+#   At full width this density is close to the paper's PP; at width w it is about 1/w
+#   times the PP, since each layer has w times the channels (the VGG table shows both).
 # - **The first convolution has 3 input channels.** At the paper's low-degree PPs a uniform
 #   density leaves it one or two edges, so the whole network sees one or two filters of one
 #   colour channel, and whether Random happens to join them to the rest decides the run. An

@@ -240,7 +240,8 @@ display(experiments.shown(eff, digits=2))
 # - *reinitialised*: the same mask trained from a fresh draw of the initial weights. If
 #   this costs nothing, the mask was not chosen for these particular weights.
 # - *inverted*: the lowest-scored weights kept instead of the highest, at the same count.
-#   This should hurt; it may also empty layers, shown in the table's collapse columns.
+#   If the ranking carries information this hurts; it may also empty layers (the table's
+#   collapse columns), and then it measures a cut network instead.
 #
 # They found that shuffling and reinitialising cost SNIP and GraSP little, that is, these
 # criteria at initialisation choose layer densities rather than weights. (Synaptic-Flow's
@@ -262,6 +263,10 @@ plots.glue_text("check_sparsities", plots.percents(r.sparsity for r in check_run
 collapsed = checks["empty layers"] > 0
 plots.glue_number("check_collapsed", int(collapsed.sum()))
 plots.glue_number("check_collapsed_kept", int((collapsed & (checks["check"] != "inverted")).sum()))
+inverted = checks[checks["check"] == "inverted"].assign(cut=collapsed).groupby(
+    "criterion", as_index=False).agg(runs=("cut", "size"), cut=("cut", "sum"))
+plots.glue_rows(inverted, ["criterion"], "runs", "inverted_runs")
+plots.glue_rows(inverted, ["criterion"], "cut", "inverted_cut")
 display(experiments.shown(experiments.summary(checks, check_runs)))
 
 # %% [markdown]
@@ -278,9 +283,22 @@ display(experiments.shown(experiments.summary(checks, check_runs)))
 # {glue:text}`check_snip_dop_inverted_90_mean:.2f` ±
 # {glue:text}`check_snip_dop_inverted_90_ci95:.2f` and
 # {glue:text}`check_grasp_dop_inverted_90_mean:.2f` ±
-# {glue:text}`check_grasp_dop_inverted_90_ci95:.2f`. An interval that includes zero says the
-# check found no cost at this many seeds, not that there is none; the grey band marks
-# differences under 2 points. {glue:text}`check_collapsed:d` trained runs had an empty
-# layer, {glue:text}`check_collapsed_kept:d` of them with a mask that was not inverted:
-# their accuracy is that of a cut network.
+# {glue:text}`check_grasp_dop_inverted_90_ci95:.2f`. In words, against the mask as chosen
+# the shuffled DOP mask trains to an accuracy that is
+# {glue:text}`check_snip_dop_shuffled_90_direction` with SNIP and
+# {glue:text}`check_grasp_dop_shuffled_90_direction` with GraSP, and the reinitialised one
+# {glue:text}`check_snip_dop_reinitialised_90_direction` and
+# {glue:text}`check_grasp_dop_reinitialised_90_direction`. Where a check comes out *higher*,
+# the criterion's choice of positions (or of these initial weights) costs accuracy on this
+# budget against the same layer densities placed at random: the criterion helps, if at
+# all, through its densities. An interval that includes zero says the check found no
+# difference at this many seeds, not that there is none; the grey band marks differences
+# under 2 points.
+#
+# Inverting emptied a layer in {glue:text}`snip_inverted_cut:d` of SNIP's
+# {glue:text}`snip_inverted_runs:d` inverted runs and {glue:text}`grasp_inverted_cut:d` of
+# GraSP's {glue:text}`grasp_inverted_runs:d`. A cut network trains to chance, so for those
+# runs the inverted difference measures the cut, not how much the ranking knows. In all,
+# {glue:text}`check_collapsed:d` trained runs had an empty layer,
+# {glue:text}`check_collapsed_kept:d` of them with a mask that was not inverted.
 

@@ -604,10 +604,10 @@ HIDDEN = ("per_seed", "std", "decisive", "key", "cpu", "seconds", "seed")
 def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """A table as the book prints it: short column names (``SHOWN``), the per-seed lists,
     standard deviations and bookkeeping columns left out (and epochs and sanity checks
-    where they do not vary), numbers rounded, no index. An effect table's ``mean``
-    becomes ``difference``."""
+    where they do not vary), numbers rounded, no index. The ``mean`` of an effect table
+    (per-seed differences) or a verdict table becomes ``difference``."""
     names = dict(SHOWN)
-    if "per_seed" in rows:
+    if "per_seed" in rows or "verdict" in rows:
         names["mean"] = "difference"
     hidden = set(HIDDEN) | {c for c in ("epochs", "check")
                             if c in rows and rows[c].nunique() <= 1}
@@ -616,4 +616,4 @@ def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     plain = [c for c in ("sparsity %", "epochs", "samples", "n", "empty layers", "draws", "seeds")
              if c in table]
     return table.style.hide(axis="index").format(precision=digits, na_rep="–").format(
-        "{:g}", subset=plain)
+        "{:g}", subset=plain, na_rep="–")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -50,13 +52,23 @@ def _labels(label: str | tuple[str, ...] | None) -> tuple[str, ...]:
     return () if label is None else (label,) if isinstance(label, str) else tuple(label)
 
 
+def direction(mean: float, half_width: float) -> str:
+    """The word prose uses for a paired difference: *higher* or *lower* when its 95 %
+    interval excludes zero, else *not measurably different* (one pair: no interval)."""
+    if math.isnan(mean) or math.isnan(half_width):
+        return "not measurably different"
+    if mean - half_width > 0:
+        return "higher"
+    return "lower" if mean + half_width < 0 else "not measurably different"
+
+
 def glue_effects(effects: pd.DataFrame, label: str | tuple[str, ...] | None = "material",
                  prefix: str = "") -> list[str]:
     """Glue the mean, 95 % half-width and pair count of every row of
     ``experiments.effects`` under ``slug(prefix, criterion, label, sparsity)`` (the columns
     it has; ``label`` one column, several, or None for none; and epochs, where they vary)
-    + ``_mean`` / ``_ci95`` / ``_n``, and its verdict as text if it has one; returns the
-    keys, for the prose."""
+    + ``_mean`` / ``_ci95`` / ``_n``, its ``direction`` (``_direction``), and its verdict
+    as text if it has one; returns the keys, for the prose."""
     from myst_nb import glue
 
     parts = [c for c in ("criterion", *_labels(label), "sparsity %") if c in effects]
@@ -68,6 +80,7 @@ def glue_effects(effects: pd.DataFrame, label: str | tuple[str, ...] | None = "m
         glue_number(f"{key}_mean", row["mean"])
         glue_number(f"{key}_ci95", row["ci95"])
         glue_number(f"{key}_n", row["count"])
+        glue(f"{key}_direction", direction(row["mean"], row["ci95"]), display=False)
         if "verdict" in row.index:
             glue(f"{key}_verdict", row["verdict"], display=False)
         keys.append(key)

@@ -166,6 +166,23 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+PAPERS = {"C1": "DOP", "C2": "DOP", "C3": "DOP", "C4": "expanders"}
+
+
+def tally(judged: pd.DataFrame) -> pd.DataFrame:
+    """How many cells of a ``claims`` table got each verdict, per paper (``PAPERS``: DOP
+    for C1-C3, expanders for C4): columns ``cells``, every one of ``VERDICTS``, and
+    ``no pairs yet`` (cells with no trained pair, counted among the unresolved)."""
+    unknown = sorted(set(judged["claim"]) - set(PAPERS))
+    if unknown:
+        raise ValueError(f"claims {unknown} belong to no paper; known: {sorted(PAPERS)}")
+    paper = judged["claim"].map(PAPERS).rename("paper")
+    out = pd.crosstab(paper, judged["verdict"]).reindex(columns=list(VERDICTS), fill_value=0)
+    out.insert(0, "cells", paper.value_counts())
+    out["no pairs yet"] = (judged["count"] == 0).groupby(paper).sum()
+    return out.reindex([p for p in dict.fromkeys(PAPERS.values()) if p in out.index])
+
+
 def extension(name: str, profile: Profile, table: pd.DataFrame, model: str = "resnet20",
               most: int = MOST_SEEDS) -> list[Run]:
     """The stopping rule of the study: every decisive cell of experiment ``name`` whose

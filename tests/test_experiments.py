@@ -925,8 +925,12 @@ def test_shown_effects():
         arm=["SNIP: DOP", "GraSP: DOP"])
     assert list(E.shown(cross).data.columns) == ["sparsity %", "difference", "± 95 %", "n",
                                                   "arm"]
-    # without per-seed differences, a mean is an accuracy
-    assert "accuracy %" in E.shown(rows.drop(columns="per_seed")).data.columns
+    # a verdict table (``verdicts.claims``) has no per-seed lists: its mean is a difference
+    claims = rows.drop(columns="per_seed").assign(**{"sparsity %": [90.0, math.nan]})
+    assert "difference" in E.shown(claims).data.columns
+    assert "nan" not in E.shown(claims).to_html().lower()  # a gap-growth row's sparsity
+    # without per-seed differences or a verdict, a mean is an accuracy
+    assert "accuracy %" in E.shown(rows.drop(columns=["per_seed", "verdict"])).data.columns
 
 
 def test_check_effects_pair_each_check_with_its_own_mask():
@@ -1086,6 +1090,20 @@ def test_claims_judge_each_cell_of_the_papers_claims():
     assert missing["count"] == 0 and missing["verdict"] == "unresolved"
     sigma = out[(out["claim"] == "C3") & (out["material"] == "stitching σ=0.75")].iloc[0]
     assert sigma["count"] == 4 and sigma["mean"] == pytest.approx(0.25)
+
+    c4 = pd.DataFrame([{"claim": "C4", "criterion": "RReg", "material": "m", "count": 0,
+                        "verdict": "unresolved"}])
+    tally = V.tally(pd.concat([out, c4], ignore_index=True))
+    assert list(tally.index) == ["DOP", "expanders"]
+    dop_row = tally.loc["DOP"]
+    # SNIP all-ones at 90 and 95 %, its gap growth and SNIP DOP at 90 %; GraSP DOP at 95 %
+    assert dop_row["supported"] == 4 and dop_row["contradicted"] == 1
+    assert dop_row["cells"] == 16 == dop_row[list(V.VERDICTS)].sum()
+    # SNIP DOP at 60, 80, 95 %, GraSP DOP at 60, 80, 90 %, GraSP all-ones, growth, σ=0.5
+    assert dop_row["no pairs yet"] == 10 == dop_row["unresolved"]
+    assert tally.loc["expanders"].tolist() == [1, 0, 0, 0, 0, 1, 1]
+    with pytest.raises(ValueError, match=r"claims \['C9'\] belong to no paper"):
+        V.tally(c4.assign(claim="C9"))
 
 
 def test_extension_adds_the_next_seed_to_unresolved_decisive_cells_only():

@@ -75,7 +75,7 @@ def test_glue_effects_keys_and_values(glued):
     keys = plots.glue_effects(EFFECTS)
     assert keys == ["snip_dop_90", "grasp_stitching_sigma_0_5_95", "snip_all_ones_bn_eval_95"]
     values = {k: v for k, v, _ in glued}
-    assert len(values) == len(glued) == 3 * 4  # no key glued twice
+    assert len(values) == len(glued) == 3 * 5  # no key glued twice
     assert all(display is False for _, _, display in glued)
     assert values["snip_dop_90_mean"] == 2.0 and type(values["snip_dop_90_mean"]) is float
     assert values["snip_dop_90_ci95"] == 2.5 and type(values["snip_dop_90_ci95"]) is float
@@ -86,6 +86,17 @@ def test_glue_effects_keys_and_values(glued):
     assert type(values[f"{one}_ci95"]) is float and math.isnan(values[f"{one}_ci95"])
     assert values["snip_all_ones_bn_eval_95_verdict"] == "supported"
     assert values["snip_all_ones_bn_eval_95_n"] == 6
+    assert values["snip_dop_90_direction"] == "not measurably different"  # [-0.5, 4.5]
+    assert values["snip_all_ones_bn_eval_95_direction"] == "lower"  # [-5.5, -4.5]
+    assert values[f"{one}_direction"] == "not measurably different"  # one pair
+
+
+@pytest.mark.parametrize("mean, half, word", [
+    (3.5, 1.0, "higher"), (-3.5, 1.0, "lower"), (0.5, 1.0, "not measurably different"),
+    (1.0, 1.0, "not measurably different"),  # the interval touches zero
+    (2.0, math.nan, "not measurably different"), (math.nan, 1.0, "not measurably different")])
+def test_direction_follows_the_interval(mean, half, word):
+    assert plots.direction(mean, half) == word
 
 
 def test_glue_effects_without_verdict_with_label_and_prefix(glued):
@@ -97,7 +108,7 @@ def test_glue_effects_without_verdict_with_label_and_prefix(glued):
     assert [k for k, _, _ in glued][:3] == [f"{keys[0]}_mean", f"{keys[0]}_ci95",
                                             f"{keys[0]}_n"]
     assert not any(k.endswith("_verdict") for k, _, _ in glued)
-    assert len(glued) == 3 * 3
+    assert len(glued) == 3 * 4
     assert plots.glue_effects(EFFECTS.iloc[:0]) == []
 
 
@@ -128,7 +139,7 @@ def test_glue_effects_gap_growth_rows(glued):
                         columns=["criterion", "material", "mean", "ci95", "count", "per_seed"])
     assert plots.glue_effects(rows, prefix="growth") == ["growth_snip_dop"]
     assert {k for k, _, _ in glued} == {"growth_snip_dop_mean", "growth_snip_dop_ci95",
-                                        "growth_snip_dop_n"}
+                                        "growth_snip_dop_n", "growth_snip_dop_direction"}
 
 
 # ---------------------------------------------------------------------------------------
