@@ -96,18 +96,19 @@ for f in fractions:
         masks.apply_mask(net, mask)
         rows.append({"pruning": kind, "filters removed per block": f,
                      "weights removed": masks.removed_fraction(net, mask),
-                     "accuracy": evaluate(net, test_batches)["accuracy"]})
+                     "accuracy %": 100 * evaluate(net, test_batches)["accuracy"]})
 after_training = pd.DataFrame(rows)
 after_training.pivot(index="filters removed per block", columns="pruning",
-                     values="accuracy").round(4)
+                     values="accuracy %").round(2)
 
 # %%
 sns.set_theme(style="whitegrid")
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
-sns.lineplot(after_training, x="weights removed", y="accuracy", hue="pruning", marker="o", ax=ax)
-ax.axhline(dense_accuracy, color="grey", ls="--", lw=1, label="dense")
+sns.lineplot(after_training, x="weights removed", y="accuracy %", hue="pruning", marker="o",
+             ax=ax)
+ax.axhline(100 * dense_accuracy, color="grey", ls="--", lw=1, label="dense")
 ax.set_xlabel("fraction of prunable weights removed")
-ax.set_ylabel("test accuracy, no retraining")
+ax.set_ylabel("test accuracy (%), no retraining")
 ax.legend(fontsize=8)
 plt.show()
 

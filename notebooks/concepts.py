@@ -75,7 +75,7 @@ print(settings)
 test_idx = data.balanced_indices(test_set.labels, min(200, len(test_set) // 10), 0)
 acc = evaluate(clf.model, data.batches(test_set.subset(test_idx), 250, train=False,
                                        normalization=clf.normalization))["accuracy"]
-print(f"{clf.name}: top-1 accuracy {acc:.3f} on {len(test_idx)} test images of "
+print(f"{clf.name}: top-1 accuracy {100 * acc:.1f} % on {len(test_idx)} test images of "
       f"{test_set.name} (class-balanced)")
 
 # %% [markdown]
@@ -167,11 +167,11 @@ def concept_table(k):
     for rank, (c, a) in enumerate(zip(found.top(k, 5, test), agree, strict=True), 1):
         rows.append({"class": train_set.classes[k], "rank": rank,
                      "mean TCAV": c.mean_tcav, "sd TCAV": float(c.tcav.std()),
-                     "CAV accuracy": c.cav_accuracy,
+                     "CAV accuracy %": 100 * c.cav_accuracy,
                      "t-test p": c.ttest_p, "t-test": c.significant("ttest", settings),
                      "null p": c.null_p, "null test": c.significant("null", settings),
-                     "classified as class (patch)": a["patch"],
-                     "(crop)": a["crop"], "members": len(c.members),
+                     "classified as class (patch) %": 100 * a["patch"],
+                     "(crop) %": 100 * a["crop"], "members": len(c.members),
                      "source images": len(set(cc.segments.image_of[c.members].tolist()))})
     return rows
 
@@ -199,7 +199,7 @@ def show_concepts(k, per_concept=4):
 
 
 table = pd.DataFrame([row for k in shown for row in concept_table(k)])
-table.round(3)
+table.round({c: 1 if c.endswith("%") else 3 for c in table.columns})
 
 # %%
 for k in shown:
@@ -207,17 +207,17 @@ for k in shown:
 
 # %%
 agree_all = pd.DataFrame([
-    {"class": train_set.classes[k], **a}
+    {"class": train_set.classes[k], "patch %": 100 * a["patch"], "crop %": 100 * a["crop"]}
     for k in found.classes for a in C.classifier_agreement(clf, found, k, 5, test)])
-per_class = agree_all.groupby("class")[["patch", "crop"]].mean()
-plots.glue_number("patch_agreement", agree_all["patch"].mean())
-plots.glue_number("class_chance", 1 / train_set.num_classes)
-print("fraction of the top concepts' members the classifier assigns to their class, "
-      f"mean over all classes: patches {agree_all['patch'].mean():.2f}, "
-      f"crops {agree_all['crop'].mean():.2f} (chance: {1 / train_set.num_classes:.2f})")
+per_class = agree_all.groupby("class")[["patch %", "crop %"]].mean()
+chance = plots.glue_number("class_chance", 100 / train_set.num_classes)
+plots.glue_number("patch_agreement", agree_all["patch %"].mean())
+print("share of the top concepts' members the classifier assigns to their class, mean over "
+      f"all classes: patches {agree_all['patch %'].mean():.1f} %, "
+      f"crops {agree_all['crop %'].mean():.1f} % (chance: {chance:.1f} %)")
 print("classes whose top-concept patches the classifier mostly assigns to the class: "
-      f"{list(per_class.index[per_class['patch'] > 0.5])} of {len(per_class)}")
-per_class.round(2)
+      f"{list(per_class.index[per_class['patch %'] > 50])} of {len(per_class)}")
+per_class.round(1)
 
 # %% [markdown]
 # ## Does another set of discovery images find the same concepts?
@@ -233,9 +233,11 @@ per_class.round(2)
 other = C.discover(clf, train_set, classes=stable, settings=settings, seed=seed, split=1)
 stab = pd.DataFrame([{"class": train_set.classes[k],
                       **C.stability([found, other], k, 5, test)} for k in stable])
+stab[["agreement", "chance"]] *= 100  # fractions -> %
+stab = stab.rename(columns={"agreement": "agreement %", "chance": "chance %"})
 print(f"top-5 agreement between two disjoint discovery sets, mean over {len(stable)} "
-      f"classes: {stab['agreement'].mean():.2f} (chance {stab['chance'].mean():.2f})")
-stab.set_index("class").round(2)
+      f"classes: {stab['agreement %'].mean():.1f} % (chance {stab['chance %'].mean():.1f} %)")
+stab.set_index("class").round({"agreement %": 1, "chance %": 1, "cosine": 2})
 
 # %% [markdown]
 # ## Random patches or whole images as negatives

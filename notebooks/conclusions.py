@@ -93,16 +93,16 @@ display(experiments.shown(judged))
 #
 # The trained sanity checks of {ref}`anatomy-sanity` say through what it could help.
 # Against the DOP mask as chosen at 90 %, the same mask shuffled within each layer trains to
-# an accuracy that is {glue:text}`mask_anatomy.ipynb::check_snip_dop_shuffled_90_direction`
+# an accuracy that is {glue:text}`mask_anatomy.ipynb::check_snip_dop_shuffled_90_direction:s`
 # with SNIP ({glue:text}`mask_anatomy.ipynb::check_snip_dop_shuffled_90_mean:.2f` ±
 # {glue:text}`mask_anatomy.ipynb::check_snip_dop_shuffled_90_ci95:.2f` points) and
-# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_shuffled_90_direction` with GraSP
+# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_shuffled_90_direction:s` with GraSP
 # ({glue:text}`mask_anatomy.ipynb::check_grasp_dop_shuffled_90_mean:.2f` ±
 # {glue:text}`mask_anatomy.ipynb::check_grasp_dop_shuffled_90_ci95:.2f`), and trained from a
-# fresh initialisation, {glue:text}`mask_anatomy.ipynb::check_snip_dop_reinitialised_90_direction`
+# fresh initialisation, {glue:text}`mask_anatomy.ipynb::check_snip_dop_reinitialised_90_direction:s`
 # ({glue:text}`mask_anatomy.ipynb::check_snip_dop_reinitialised_90_mean:.2f` ±
 # {glue:text}`mask_anatomy.ipynb::check_snip_dop_reinitialised_90_ci95:.2f`) and
-# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_reinitialised_90_direction`
+# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_reinitialised_90_direction:s`
 # ({glue:text}`mask_anatomy.ipynb::check_grasp_dop_reinitialised_90_mean:.2f` ±
 # {glue:text}`mask_anatomy.ipynb::check_grasp_dop_reinitialised_90_ci95:.2f`), with
 # {glue:text}`mask_anatomy.ipynb::check_seeds:d` paired seeds. Where a check comes out
@@ -110,13 +110,13 @@ display(experiments.shown(judged))
 # same layer densities placed at random, and a verdict on its material can only be a
 # verdict on the densities that material gives it. Inverting the ranking emptied a layer in
 # {glue:text}`mask_anatomy.ipynb::snip_inverted_cut:d` of SNIP's
-# {glue:text}`mask_anatomy.ipynb::snip_inverted_runs:d` inverted runs, which then train to
-# chance: their difference
+# {glue:text}`mask_anatomy.ipynb::snip_inverted_runs:d` inverted runs. An empty layer can
+# cut the network, so SNIP's inverted difference
 # ({glue:text}`mask_anatomy.ipynb::check_snip_dop_inverted_90_mean:.2f` points with DOP)
-# measures a cut network, not what the ranking knows. GraSP's inverted DOP mask emptied a
+# may measure a cut network, not what the ranking knows. GraSP's inverted DOP mask emptied a
 # layer in {glue:text}`mask_anatomy.ipynb::grasp_inverted_cut:d` of
 # {glue:text}`mask_anatomy.ipynb::grasp_inverted_runs:d` runs and trains to an accuracy
-# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_inverted_90_direction`
+# {glue:text}`mask_anatomy.ipynb::check_grasp_dop_inverted_90_direction:s`
 # ({glue:text}`mask_anatomy.ipynb::check_grasp_dop_inverted_90_mean:.2f` ±
 # {glue:text}`mask_anatomy.ipynb::check_grasp_dop_inverted_90_ci95:.2f`): where that is not
 # lower, its ranking carries no information this budget can use.
@@ -127,10 +127,10 @@ display(experiments.shown(judged))
 # SNIP minus that random mask is
 # {glue:text}`dop_sparsity.ipynb::budget_shortest_snip_images_90_mean:.2f` ±
 # {glue:text}`dop_sparsity.ipynb::budget_shortest_snip_images_90_ci95:.2f` points
-# ({glue:text}`dop_sparsity.ipynb::budget_shortest_snip_images_90_direction`) and GraSP's
+# ({glue:text}`dop_sparsity.ipynb::budget_shortest_snip_images_90_direction:s`) and GraSP's
 # {glue:text}`dop_sparsity.ipynb::budget_shortest_grasp_images_90_mean:.2f` ±
 # {glue:text}`dop_sparsity.ipynb::budget_shortest_grasp_images_90_ci95:.2f`
-# ({glue:text}`dop_sparsity.ipynb::budget_shortest_grasp_images_90_direction`); after
+# ({glue:text}`dop_sparsity.ipynb::budget_shortest_grasp_images_90_direction:s`); after
 # {glue:text}`dop_sparsity.ipynb::budget_longest_epochs:d` epochs,
 # {glue:text}`dop_sparsity.ipynb::budget_longest_snip_images_90_mean:.2f` and
 # {glue:text}`dop_sparsity.ipynb::budget_longest_grasp_images_90_mean:.2f`

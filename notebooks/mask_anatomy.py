@@ -297,8 +297,8 @@ display(experiments.shown(experiments.summary(checks, check_runs)))
 #
 # Inverting emptied a layer in {glue:text}`snip_inverted_cut:d` of SNIP's
 # {glue:text}`snip_inverted_runs:d` inverted runs and {glue:text}`grasp_inverted_cut:d` of
-# GraSP's {glue:text}`grasp_inverted_runs:d`. A cut network trains to chance, so for those
-# runs the inverted difference measures the cut, not how much the ranking knows. In all,
+# GraSP's {glue:text}`grasp_inverted_runs:d`. An empty layer can cut the network, and then
+# the inverted difference measures the cut, not how much the ranking knows. In all,
 # {glue:text}`check_collapsed:d` trained runs had an empty layer,
 # {glue:text}`check_collapsed_kept:d` of them with a mask that was not inverted.
 

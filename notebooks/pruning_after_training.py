@@ -114,7 +114,8 @@ long = curve.melt(id_vars="sparsity %", value_vars=["after pruning %", "after re
 plots.accuracy_lines(long, "sparsity %", "test accuracy %", "accuracy",
                      references={"chance": 100 / train_set.num_classes},
                      xlabel="sparsity (%)")
-summary = plots.glue_all(lessons.one_shot_summary(curve))
+# collapsed: accuracy right after pruning within 1 point of chance (one class for every image)
+summary = plots.glue_all(lessons.one_shot_summary(curve, chance=100 / train_set.num_classes))
 plt.show()
 
 # %% [markdown]
@@ -125,17 +126,22 @@ plt.show()
 # {glue:text}`low_sparsity:.0f` % of the weights carried {glue:text}`low_drop:.1f` points
 # of accuracy.
 #
-# At {glue:text}`top_sparsity:.0f` % the picture changes: right after pruning the network
-# scores {glue:text}`top_pruned:.1f` %, and it gives {glue:text}`top_majority:.0f` % of the
-# test images the same class. With ten balanced classes, a network that answers one class
-# for every image scores exactly 10 %. Why does it collapse although no layer is empty?
-# Global magnitude pruning compares weights *across* layers, and layers differ in scale:
-# a layer whose weights are small overall loses nearly all of them. The sparsest layer,
-# {glue:text}`top_sparsest_layer`, keeps only {glue:text}`top_sparsest:.2f` % of its
-# weights. A layer left with so few connections passes on almost nothing about the image,
-# so what reaches the classifier barely depends on the input. Retraining repairs much of
-# this: {glue:text}`top_retrained:.1f` % after retraining, {glue:text}`top_cost:.1f`
-# points below the dense control.
+# Pruned harder, the network *collapses*: we call it so when its accuracy right after
+# pruning is within {glue:text}`collapse_margin:.0f` point of chance,
+# {glue:text}`chance:.0f` %, which is what a network scores when it answers one class for
+# every image of the balanced test set. The first sparsity of the table where this happens
+# is {glue:text}`collapse_sparsity:.0f` %: right after pruning the network scores
+# {glue:text}`collapse_pruned:.1f` %, and it gives {glue:text}`collapse_majority:.1f` % of
+# the test images the same class. Why does it collapse although no layer is empty? Global
+# magnitude pruning compares weights *across* layers, and layers differ in scale: a layer
+# whose weights are small overall loses nearly all of them. At
+# {glue:text}`collapse_sparsity:.0f` % the sparsest layer, {glue:text}`collapse_sparsest_layer`,
+# keeps only {glue:text}`collapse_sparsest:.2f` % of its weights. A layer left with so few
+# connections passes on almost nothing about the image, so what reaches the classifier
+# barely depends on the input. Retraining repairs much of this: the collapsed network gets
+# back to {glue:text}`collapse_retrained:.1f` %, {glue:text}`collapse_cost:.1f` points below
+# the dense control, and at the highest sparsity, {glue:text}`top_sparsity:.0f` %, to
+# {glue:text}`top_retrained:.1f` %, {glue:text}`top_cost:.1f` points below it.
 
 # %% [markdown]
 # ## One shot or several steps?

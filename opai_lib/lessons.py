@@ -662,16 +662,23 @@ def filter_table(filter_records: Sequence[dict], magnitude_records: Sequence[dic
 # the prose holds whatever sparsities or fractions a reader chooses.
 
 
-def one_shot_summary(curve: pd.DataFrame) -> dict:
+def one_shot_summary(curve: pd.DataFrame, chance: float, margin: float = 1.0) -> dict:
     """From ``retraining_table`` of a one-shot plan (the dense control and each sparsity):
     the dense accuracy before and after the control's retraining, and for the lowest
     (``low_``) and highest (``top_``) sparsity the accuracy right after pruning and after
     retraining, with the highest one's share of its most frequent class and sparsest
-    layer."""
+    layer. ``collapse_``: the same for the lowest sparsity at which the network
+    *collapses*, its accuracy right after pruning within ``margin`` points of ``chance``
+    (a network answering one class for every image); NaN, and no layer, where none does."""
     rows = curve.sort_values("sparsity %").reset_index(drop=True)
     check_parameter(len(rows) >= 2 and rows.loc[0, "sparsity %"] == 0, "curve",
                     f"{len(rows)} rows", "the dense control (sparsity 0) and a sparsity")
+    check_parameter(0 < chance < 100 and margin >= 0, "(chance, margin)", (chance, margin),
+                    "chance in (0, 100) and margin >= 0, in points")
     dense, low, top = rows.iloc[0], rows.iloc[1], rows.iloc[-1]
+    pruned = rows.iloc[1:]
+    hit = pruned[(pruned["after pruning %"] - chance).abs() <= margin]
+    cut = hit.iloc[0] if len(hit) else pd.Series(math.nan, index=rows.columns)
     return {"dense": dense["after pruning %"], "dense_retrained": dense["after retraining %"],
             "low_sparsity": low["sparsity %"], "low_pruned": low["after pruning %"],
             "low_drop": dense["after pruning %"] - low["after pruning %"],
@@ -679,7 +686,14 @@ def one_shot_summary(curve: pd.DataFrame) -> dict:
             "top_retrained": top["after retraining %"],
             "top_cost": dense["after retraining %"] - top["after retraining %"],
             "top_majority": top["most frequent class %"],
-            "top_sparsest": top["sparsest layer %"], "top_sparsest_layer": top["sparsest layer"]}
+            "top_sparsest": top["sparsest layer %"], "top_sparsest_layer": top["sparsest layer"],
+            "chance": chance, "collapse_margin": margin,
+            "collapse_sparsity": cut["sparsity %"], "collapse_pruned": cut["after pruning %"],
+            "collapse_majority": cut["most frequent class %"],
+            "collapse_sparsest": cut["sparsest layer %"],
+            "collapse_sparsest_layer": cut["sparsest layer"] if len(hit) else "none",
+            "collapse_retrained": cut["after retraining %"],
+            "collapse_cost": dense["after retraining %"] - cut["after retraining %"]}
 
 
 def schedule_summary(table: pd.DataFrame, tolerance: float) -> dict:

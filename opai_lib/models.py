@@ -213,8 +213,8 @@ PRETRAINED = {
 PRETRAINED_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module:
-    """A CIFAR-10 ResNet with the published weights, checksum verified."""
+def _published_checkpoint(name: str, directory: str | Path | None = None) -> dict:
+    """The published checkpoint of ``name`` (``PRETRAINED``), checksum verified."""
     from opai_lib.data import shared_data_dir, verify_sha256
 
     if name not in PRETRAINED:
@@ -227,11 +227,22 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
             f"pretrained checkpoint {path} not found; put {fname} from "
             "github.com/akamaster/pytorch_resnet_cifar10 there or pass `directory`")
     verify_sha256(path, sha)
-    state = torch.load(path, map_location="cpu")["state_dict"]
+    return torch.load(path, map_location="cpu")
+
+
+def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module:
+    """A CIFAR-10 ResNet with the published weights, checksum verified."""
+    state = _published_checkpoint(name, directory)["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = get_model(name)
     model.load_state_dict(state)
     return model
+
+
+def published_accuracy(name: str, directory: str | Path | None = None) -> float:
+    """The test accuracy (%) the weights' author stored in the checkpoint (``best_prec1``),
+    measured on the original lossless CIFAR-10 test set, not on this study's JPEG copy."""
+    return float(_published_checkpoint(name, directory)["best_prec1"])
 
 
 # ---------------------------------------------------------------------------------------

@@ -588,14 +588,26 @@ def test_one_shot_and_schedule_summaries_by_hand():
         retraining_record(0.9, 1, "exponential", 1, [step(1, 0.9, 0.8, 0.1, 0.6)], 1.0),
         retraining_record(0.0, 1, "exponential", 1, [step(1, 0.0, 0.8, 0.8, 0.85)], 0.12),
         retraining_record(0.5, 1, "exponential", 1, [step(1, 0.5, 0.8, 0.75, 0.84)], 0.11)])
-    s = lessons.one_shot_summary(curve)  # sorted by sparsity, whatever the record order
+    s = lessons.one_shot_summary(curve, chance=10.0)  # sorted by sparsity, any record order
     assert (s["dense"], s["dense_retrained"]) == pytest.approx((80.0, 85.0))
     assert (s["low_sparsity"], s["low_pruned"], s["low_drop"]) == pytest.approx((50, 75, 5))
     assert (s["top_sparsity"], s["top_pruned"], s["top_retrained"], s["top_cost"]) == \
         pytest.approx((90, 10, 60, 25))
     assert s["top_majority"] == 100.0 and s["top_sparsest_layer"] == "layer3.2.conv2"
+    # 90 % scores 10 % right after pruning, chance with ten classes: the collapse
+    assert (s["collapse_sparsity"], s["collapse_pruned"], s["collapse_retrained"],
+            s["collapse_cost"]) == pytest.approx((90, 10, 60, 25))
+    assert s["collapse_sparsest_layer"] == "layer3.2.conv2"
+    alive = lessons.one_shot_summary(curve[curve["sparsity %"] < 90], chance=10.0)
+    assert math.isnan(alive["collapse_sparsity"]) and alive["collapse_sparsest_layer"] == "none"
+    near = lessons.one_shot_summary(curve, chance=10.0, margin=0.0)  # 10.0 exactly: still in
+    assert near["collapse_sparsity"] == 90
+    assert math.isnan(lessons.one_shot_summary(curve, chance=12.0, margin=1.0)
+                      ["collapse_sparsity"])  # 10 % is 2 points from 12 %
     with pytest.raises(ValueError, match="the dense control"):
-        lessons.one_shot_summary(curve.iloc[:1].iloc[[0]])
+        lessons.one_shot_summary(curve.iloc[:1].iloc[[0]], chance=10.0)
+    with pytest.raises(ValueError, match=r"\(chance, margin\)"):
+        lessons.one_shot_summary(curve, chance=0.1, margin=-1)
     table = pd.DataFrame({"schedule": ["one shot", "3 steps, linear", "3 steps, exponential"],
                           "mean instability": [0.9, 0.3, 0.4],
                           "after retraining %": [60.0, 61.0, 65.0]})
