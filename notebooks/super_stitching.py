@@ -25,8 +25,7 @@
 # number of examples each pruning step consumed beside it (`samples`): our Iterative SNIP
 # and FORCE score one batch per round, so they see the same examples sixty times, and
 # SynFlow and the random and magnitude masks see none. The decisive comparison is
-# stitching against images at 95 %. The record is still growing: a row whose runs are not
-# yet in it shows n = 0.
+# stitching against images at 95 %.
 
 # %% tags=["parameters"]
 from typing import Optional
@@ -56,6 +55,8 @@ P, runs, table = experiments.chapter("super_stitching", profile, model_name, see
 # Means over seeds with 95 % intervals, the examples each pruning step was fed, the
 # paper's number where it ran the same arm (GraSP on ResNet-50 / ImageNet, one run), and
 # the diagnostics of the masks.
+# The record holds {glue:text}`runs:d` of the {glue:text}`planned_runs:d` runs this chapter
+# plans; a row none of whose runs is in it yet shows n = 0 and no accuracy.
 
 # %%
 summary = experiments.summary(table, runs)
