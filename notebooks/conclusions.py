@@ -174,10 +174,6 @@ display(experiments.shown(judged))
 #   ten (`verdicts.extension`). Stopping when an interval clears zero is optional stopping:
 #   with several looks, a 95 % interval errs more often than one time in twenty, so a
 #   verdict reached at seven or eight seeds is weaker than its interval suggests.
-# - A decisive cell is read with all its seeds only in the chapter that owns it (C1 in
-#   {doc}`ablations`, C2 in {doc}`dop_sparsity`, C3 in {doc}`super_stitching`). The same
-#   comparison shown in another chapter uses that chapter's planned seeds, so its numbers
-#   there can differ.
 # - {glue:text}`expander_masks.ipynb::seeds:d` seeds per expander cell and
 #   {glue:text}`machinery.ipynb::seed_count:d` in the machinery chapter: differences of a point
 #   or two are not resolved, and the intervals printed on each page say so.

@@ -543,15 +543,17 @@ def record_table(name: str, profile: Profile, model: str = "resnet20", seeds: in
                  workers: int | None = None, store=None) -> tuple[list[Run], pd.DataFrame]:
     """Experiment ``name``'s planned runs and the ``frame`` of the runs in ``store`` (None:
     the profile's): with ``compute``, the missing planned runs are computed first
-    (``workers`` processes; None: the profile's). Decisive cells are read up to
-    ``MOST_SEEDS`` seeds, so seeds added by ``verdicts.extension`` count."""
+    (``workers`` processes; None: the profile's). Every cell is read up to ``MOST_SEEDS``
+    seeds: seeds added by ``verdicts.extension`` count, here and in every other experiment
+    that holds the same run, so a comparison reads the same numbers in every chapter."""
     exp = get_experiment(name)
     seeds, decisive_seeds = seed_counts(profile.name, seeds, decisive_seeds, exp.seeds)
     planned = exp.runs(profile, model, seeds, decisive_seeds, sparsities)
     store = study.store_dir(profile.name) if store is None else store
     if compute:
         study.sweep([r.config for r in planned], store, workers=config.workers(profile, workers))
-    readable = exp.runs(profile, model, seeds, max(decisive_seeds, MOST_SEEDS), sparsities)
+    most = max(seeds, decisive_seeds, MOST_SEEDS)
+    readable = exp.runs(profile, model, most, most, sparsities)
     records = study.finished([r.config for r in readable], store)
     return planned, frame(readable, records, study.profile_data(profile)[0].num_classes)
 

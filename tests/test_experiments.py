@@ -1142,6 +1142,20 @@ def test_tables_read_seeds_added_beyond_the_plan(tmp_path):
     assert snip95 == {("images", 3), ("DOP", 3)}  # the gap first
 
 
+def test_a_cell_shared_by_two_chapters_reads_the_same_seeds_in_both(tmp_path):
+    """SNIP fed DOP at 90 % is decisive in dop_sparsity (extended there to 8 seeds) and an
+    ordinary 3-seed cell of the ablations: both chapters read all 8 stored runs."""
+    store = Store(tmp_path)
+    wide = E.EXPERIMENTS["dop_sparsity"].runs(CPU, seeds=3, decisive_seeds=8)
+    for r in wide:
+        if r.arm.method == "snip" and r.sparsity == 0.9 and r.arm.label in ("images", "DOP"):
+            store.write(r.config.key(), fake(r, 0.5 + 0.01 * r.seed))
+    for name in ("dop_sparsity", "ablations"):
+        _, table = E.record_table(name, CPU, store=tmp_path)
+        dop = table[(table["material"] == "DOP") & (table["criterion"] == "SNIP")]
+        assert sorted(dop["seed"]) == list(range(8)), name
+
+
 def test_report_draws_shows_and_glues_an_effect_table(monkeypatch):
     import matplotlib
 
