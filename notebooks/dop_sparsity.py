@@ -67,7 +67,8 @@ P, runs, table = experiments.chapter("dop_sparsity", profile, model_name, seeds,
 # sparsest layer's density and the share of kept weights in the last stage, each the worst
 # over seeds.
 # The record holds {glue:text}`runs:d` of the {glue:text}`planned_runs:d` runs this chapter
-# plans; a row none of whose runs is in it yet shows n = 0 and no accuracy.
+# plans, and {glue:text}`extra_runs:d` more seeds of cells whose verdict needed them; a row
+# none of whose runs is in it yet shows n = 0 and no accuracy.
 
 # %%
 summary = experiments.summary(table, runs)

@@ -56,7 +56,8 @@ P, runs, table = experiments.chapter("super_stitching", profile, model_name, see
 # paper's number where it ran the same arm (GraSP on ResNet-50 / ImageNet, one run), and
 # the diagnostics of the masks.
 # The record holds {glue:text}`runs:d` of the {glue:text}`planned_runs:d` runs this chapter
-# plans; a row none of whose runs is in it yet shows n = 0 and no accuracy.
+# plans, and {glue:text}`extra_runs:d` more seeds of cells whose verdict needed them; a row
+# none of whose runs is in it yet shows n = 0 and no accuracy.
 
 # %%
 summary = experiments.summary(table, runs)

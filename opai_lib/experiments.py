@@ -581,13 +581,16 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     train_set, _ = study.profile_data(P)
     hours = table["seconds"].sum() / 3600 if len(table) else 0.0
     cpus = ", ".join(sorted(set(table["cpu"]))) if len(table) else "no machine yet"
+    done = int(table["key"].isin({r.config.key() for r in runs}).sum()) if len(table) else 0
     print(f"profile {P.name}: {P.dataset} ({len(train_set)} training images), {model}, "
-          f"{P.recipe.epochs} epochs in {P.recipe.precision}; {len(table)} of {len(runs)} "
-          f"runs in the store, read or computed in {time.perf_counter() - t0:.0f} s; they "
-          f"took {hours:.1f} CPU-hours on {cpus}")
+          f"{P.recipe.epochs} epochs in {P.recipe.precision}; {done} of the {len(runs)} "
+          f"planned runs in the store and {len(table) - done} more seeds of its cells, read "
+          f"or computed in {time.perf_counter() - t0:.0f} s; they took {hours:.1f} CPU-hours "
+          f"on {cpus}")
     plots.glue_number("seeds", seeds)
     plots.glue_number("decisive_seeds", decisive_seeds)
-    plots.glue_number("runs", len(table))
+    plots.glue_number("runs", done)
+    plots.glue_number("extra_runs", len(table) - done)
     plots.glue_number("planned_runs", len(runs))
     plots.glue_number("epochs", P.recipe.epochs)
     plots.glue_number("cpu_hours", hours)

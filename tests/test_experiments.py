@@ -1156,6 +1156,27 @@ def test_a_cell_shared_by_two_chapters_reads_the_same_seeds_in_both(tmp_path):
         assert sorted(dop["seed"]) == list(range(8)), name
 
 
+def test_a_chapter_counts_its_planned_runs_apart_from_added_seeds(monkeypatch, capsys):
+    """The prose says how many of the planned runs the record holds: seeds added past the
+    plan are counted apart, never as planned runs (once 96 of 87)."""
+    import myst_nb
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display=True: glued.update(
+        {key: value}))
+    P = config.get_profile("smoke")
+    store = Store(study.store_dir(P.name))
+    planned = E.EXPERIMENTS["dop_sparsity"].runs(P, seeds=1, decisive_seeds=1)
+    wide = E.EXPERIMENTS["dop_sparsity"].runs(P, seeds=1, decisive_seeds=2)
+    for r in wide:
+        store.write(r.config.key(), fake(r, 0.5))  # the plan's seed 0 and added seeds 1
+    E.chapter("dop_sparsity", "smoke", "resnet20", None, None, None, False, None)
+    added = sum(r.seed == 1 for r in wide)
+    assert glued["planned_runs"] == len(planned) and glued["runs"] == len(planned)
+    assert glued["extra_runs"] == added > 0
+    assert f"{len(planned)} of the {len(planned)} planned runs" in capsys.readouterr().out
+
+
 def test_report_draws_shows_and_glues_an_effect_table(monkeypatch):
     import matplotlib
 
