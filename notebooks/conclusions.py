@@ -134,8 +134,8 @@ display(experiments.shown(judged))
 # {glue:text}`dop_sparsity.ipynb::budget_longest_epochs:d` epochs,
 # {glue:text}`dop_sparsity.ipynb::budget_longest_snip_images_90_mean:.2f` and
 # {glue:text}`dop_sparsity.ipynb::budget_longest_grasp_images_90_mean:.2f`
-# ({glue:text}`dop_sparsity.ipynb::budget_longest_snip_images_90_n:d` and
-# {glue:text}`dop_sparsity.ipynb::budget_longest_grasp_images_90_n:d` pairs). The published
+# (n = {glue:text}`dop_sparsity.ipynb::budget_longest_snip_images_90_n:d` and
+# {glue:text}`dop_sparsity.ipynb::budget_longest_grasp_images_90_n:d`). The published
 # comparisons have both criteria above such a mask at 90 %. Where ours are lower, the
 # criteria have not paid off on this schedule, and every material verdict above is a
 # verdict on that regime, not on the paper's.

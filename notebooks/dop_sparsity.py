@@ -181,16 +181,16 @@ verdicts.report(budget_effects, label="arm", prefix="budget")
 # {glue:text}`budget_shortest_epochs:d` epochs, SNIP fed images minus the uniform random mask
 # is {glue:text}`budget_shortest_snip_images_90_mean:.2f` ±
 # {glue:text}`budget_shortest_snip_images_90_ci95:.2f` points
-# ({glue:text}`budget_shortest_snip_images_90_n:d` pairs:
+# (n = {glue:text}`budget_shortest_snip_images_90_n:d`:
 # {glue:text}`budget_shortest_snip_images_90_direction`), GraSP's
 # {glue:text}`budget_shortest_grasp_images_90_mean:.2f` ±
 # {glue:text}`budget_shortest_grasp_images_90_ci95:.2f`
 # ({glue:text}`budget_shortest_grasp_images_90_direction`). After
 # {glue:text}`budget_longest_epochs:d` epochs: {glue:text}`budget_longest_snip_images_90_mean:.2f`
-# points for SNIP ({glue:text}`budget_longest_snip_images_90_n:d` pairs:
+# points for SNIP (n = {glue:text}`budget_longest_snip_images_90_n:d`:
 # {glue:text}`budget_longest_snip_images_90_direction`) and
 # {glue:text}`budget_longest_grasp_images_90_mean:.2f` for GraSP
-# ({glue:text}`budget_longest_grasp_images_90_n:d` pairs:
+# (n = {glue:text}`budget_longest_grasp_images_90_n:d`:
 # {glue:text}`budget_longest_grasp_images_90_direction`). Where a row turns positive as the
 # epochs grow, the short schedule is what hides the criteria's advantage; where it stays
 # negative, this network and data subset do not reward the criterion over the uniform
