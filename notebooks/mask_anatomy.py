@@ -263,8 +263,7 @@ plots.glue_text("check_sparsities", plots.percents(r.sparsity for r in check_run
 collapsed = checks["empty layers"] > 0
 plots.glue_number("check_collapsed", int(collapsed.sum()))
 plots.glue_number("check_collapsed_kept", int((collapsed & (checks["check"] != "inverted")).sum()))
-inverted = checks[checks["check"] == "inverted"].assign(cut=collapsed).groupby(
-    "criterion", as_index=False).agg(runs=("cut", "size"), cut=("cut", "sum"))
+inverted = experiments.inverted_cuts(checks)
 plots.glue_rows(inverted, ["criterion"], "runs", "inverted_runs")
 plots.glue_rows(inverted, ["criterion"], "cut", "inverted_cut")
 display(experiments.shown(experiments.summary(checks, check_runs)))

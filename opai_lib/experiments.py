@@ -480,6 +480,15 @@ def check_effects(runs: pd.DataFrame, planned: list[Run] | None = None) -> pd.Da
     return ordered(out, CELL)
 
 
+def inverted_cuts(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per criterion, its inverted sanity-check runs (``runs``: ``record_table`` of
+    ``sanity_checks``) and how many of them left a layer empty: there the inverted
+    difference measures a cut network rather than the ranking."""
+    inverted = runs[runs["check"] == "inverted"]
+    return inverted.assign(cut=inverted["empty layers"] > 0).groupby(
+        "criterion", as_index=False, sort=False).agg(runs=("cut", "size"), cut=("cut", "sum"))
+
+
 def draw_spread(draws: pd.DataFrame, seeds: pd.DataFrame, planned: list[Run] | None = None
                 ) -> pd.DataFrame:
     """How much of the seed-to-seed spread the material's draw makes alone: per cell of

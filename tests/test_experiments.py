@@ -955,6 +955,17 @@ def test_check_effects_pair_each_check_with_its_own_mask():
     assert "check" not in E.shown(E.effects(runs, "images")).data.columns  # constant: hidden
 
 
+def test_inverted_cuts_count_each_criterions_inverted_runs_with_an_empty_layer():
+    runs = pd.concat([
+        runs_table([("SNIP", "DOP", 90.0, s, 10.0) for s in range(3)]).assign(
+            check="inverted", **{"empty layers": [1, 0, 2]}),
+        runs_table([("GraSP", "DOP", 90.0, s, 50.0) for s in range(2)]).assign(
+            check="inverted", **{"empty layers": [0, 0]}),
+        runs_table([("GraSP", "DOP", 90.0, 0, 50.0)]).assign(**{"empty layers": [3]})])
+    out = E.inverted_cuts(runs).set_index("criterion")
+    assert out.loc["SNIP"].tolist() == [3, 2] and out.loc["GraSP"].tolist() == [2, 0]
+
+
 def test_draw_spread_against_the_seed_spread():
     draws = runs_table([("SNIP", "DOP", 90.0, s, a) for s, a in enumerate([50, 52, 54])]
                        + [("GraSP", "DOP", 90.0, s, a) for s, a in enumerate([40, 40])])
