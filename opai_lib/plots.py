@@ -54,9 +54,12 @@ def _labels(label: str | tuple[str, ...] | None) -> tuple[str, ...]:
 
 def direction(mean: float, half_width: float) -> str:
     """The word prose uses for a paired difference: *higher* or *lower* when its 95 %
-    interval excludes zero, else *not measurably different* (one pair: no interval)."""
-    if math.isnan(mean) or math.isnan(half_width):
-        return "not measurably different"
+    interval excludes zero, else *not measurably different*; one pair has no interval and
+    says so rather than read as no difference."""
+    if math.isnan(mean):
+        return "not measured"
+    if math.isnan(half_width):
+        return "a single pair, no interval"
     if mean - half_width > 0:
         return "higher"
     return "lower" if mean + half_width < 0 else "not measurably different"
