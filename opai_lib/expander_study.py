@@ -493,15 +493,10 @@ def paper_vgg_effect(generator: str, degree: int) -> float:
     return acc[generator] - acc["random"]
 
 
-def _sign(effect: float) -> int:
-    """The sign the paper claims for ``effect`` (0 for NaN or exactly 0: no claim)."""
-    return 0 if math.isnan(effect) or effect == 0 else int(math.copysign(1, effect))
-
-
 def _judged(rows: pd.DataFrame, paper: list[float]) -> pd.DataFrame:
     """``rows`` (mean, ci95) with the paper's effect and ``verdicts.verdict``."""
     return rows.assign(**{"paper effect": paper, "verdict": [
-        verdicts.verdict(m, h, _sign(p)) for m, h, p in
+        verdicts.verdict(m, h, verdicts.effect_sign(p)) for m, h, p in
         zip(rows["mean"], rows["ci95"], paper, strict=True)]})
 
 
@@ -640,7 +635,7 @@ def narrowest_matchings(matching: pd.DataFrame) -> tuple[int, int]:
 # Claim C4 of the conclusions' verdict table, the figure, the glued numbers.
 
 CLAIM_COLUMNS = ["claim", "criterion", "material", "sparsity %", "mean", "ci95", "count",
-                 "paper", "verdict"]
+                 "paper", "verdict", "sign", "decisive"]
 
 
 def _claim(criterion: str, material: str, row, paper: str, sign: int) -> dict:
@@ -648,11 +643,13 @@ def _claim(criterion: str, material: str, row, paper: str, sign: int) -> dict:
     if row is None or row["count"] == 0:
         return {"claim": "C4", "criterion": criterion, "material": material,
                 "sparsity %": math.nan, "mean": math.nan, "ci95": math.nan, "count": 0,
-                "paper": paper, "verdict": "unresolved"}
+                "paper": paper, "verdict": "unresolved", "sign": sign,
+                "decisive": False}
     return {"claim": "C4", "criterion": criterion, "material": material,
             "sparsity %": round(100 - row["density %"], 2), "mean": row["mean"],
             "ci95": row["ci95"], "count": int(row["count"]), "paper": paper,
-            "verdict": verdicts.verdict(row["mean"], row["ci95"], sign)}
+            "verdict": verdicts.verdict(row["mean"], row["ci95"], sign), "sign": sign,
+            "decisive": False}
 
 
 def _row(rows: pd.DataFrame, **match):

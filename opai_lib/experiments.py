@@ -611,8 +611,8 @@ SHOWN = {"criterion": "criterion", "material": "material", "sparsity %": "sparsi
          "paper %": "paper %", "empty layers (max)": "empty layers",
          "sparsest layer % (min)": "sparsest layer %", "last stage % (min)": "last stage %",
          "paper effect": "paper", "verdict": "verdict", "arm": "arm", "claim": "claim",
-         "paper": "paper"}
-HIDDEN = ("per_seed", "std", "decisive", "key", "cpu", "seconds", "seed")
+         "paper": "paper", "ci over looks": "± over looks"}
+HIDDEN = ("per_seed", "std", "decisive", "key", "cpu", "seconds", "seed", "sign")
 
 
 def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from opai_lib.config import Profile, check_integer
@@ -76,6 +77,17 @@ def paper_effect(criterion: str, material: str, reference: str, sparsity_pct: fl
     return math.nan if a is None or b is None else a - b
 
 
+def effect_sign(effect: float) -> int:
+    """The sign a paper claims with ``effect`` (0 for NaN or exactly 0: no claim)."""
+    return 0 if math.isnan(effect) or effect == 0 else int(math.copysign(1, effect))
+
+
+def paper_sign(criterion: str, material: str, effect: float) -> int:
+    """The sign the paper claims for a cell: Figure 4's (``PAPER_SIGN``), else its
+    ``effect``'s."""
+    return PAPER_SIGN.get((criterion, material), effect_sign(effect))
+
+
 def with_paper(effect_rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     """``effects`` rows with the paper's effect (or, for Figure 4, its claimed sign) beside
     ours, and a verdict for each (``verdict``)."""
@@ -83,11 +95,11 @@ def with_paper(effect_rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     out["paper effect"] = [paper_effect(c, m, reference, s) for c, m, s in
                            zip(out["criterion"], out["material"], out["sparsity %"],
                                strict=True)]
-    signs = [PAPER_SIGN.get((c, m), 0 if math.isnan(p) else int(math.copysign(1, p)) * (p != 0))
-             for c, m, p in zip(out["criterion"], out["material"], out["paper effect"],
-                                strict=True)]
+    signs = [paper_sign(c, m, p) for c, m, p in
+             zip(out["criterion"], out["material"], out["paper effect"], strict=True)]
     out["verdict"] = [verdict(m, h, s) for m, h, s in
                       zip(out["mean"], out["ci95"], signs, strict=True)]
+    out["sign"] = signs
     return out
 
 
@@ -144,6 +156,8 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for claim, (name, _, cells) in CLAIMS.items():
         found = with_paper(effects(tables[name], "images"), "images")
+        decisive = {(CRITERION_NAMES[m], label, round(100 * s, 2))
+                    for m, label, s in get_experiment(name).decisive}
         for crit, material, sparsity in cells:
             hit = found[(found["criterion"] == crit) & (found["material"] == material)
                         & (found["sparsity %"] == sparsity)]
@@ -155,29 +169,59 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                          "ci95": row["ci95"] if row is not None else math.nan,
                          "count": int(row["count"]) if row is not None else 0,
                          "paper": "worse" if math.isnan(paper) else f"{paper:+.2f}",
-                         "verdict": row["verdict"] if row is not None else "unresolved"})
+                         "verdict": row["verdict"] if row is not None else "unresolved",
+                         "sign": paper_sign(crit, material, paper),
+                         "decisive": (crit, material, sparsity) in decisive})
         if claim == "C1":
             for _, g in gap_growth(tables[name], OWN_ALL_ONES, "images", 90, 95).iterrows():
                 rows.append({"claim": claim, "criterion": g["criterion"],
                              "material": f"{g['material']}: gap at 95 % minus at 90 %",
                              "sparsity %": math.nan, "mean": g["mean"], "ci95": g["ci95"],
                              "count": int(g["count"]), "paper": "wider (negative)",
-                             "verdict": verdict(g["mean"], g["ci95"], -1)})
+                             "verdict": verdict(g["mean"], g["ci95"], -1), "sign": -1,
+                             "decisive": all((g["criterion"], g["material"], pct) in decisive
+                                             for pct in (90, 95))})
     return pd.DataFrame(rows)
+
+
+def over_looks(judged: pd.DataFrame, planned: int, most: int = MOST_SEEDS,
+               alpha: float = 0.05) -> pd.DataFrame:
+    """A ``claims`` table re-judged for the looks its stopping rule allowed. ``extension``
+    gives a decisive cell one more seed, up to ``most``, each time its verdict is
+    unresolved after ``planned`` seeds: up to ``most - planned + 1`` looks, and stopping at
+    the first that resolves makes a 95 % interval err more often than 5 %. Bonferroni
+    over every allowed look (each at level ``alpha / looks``, whether or not the cell
+    used them) bounds that error by ``alpha`` whatever the stopping; cells outside the
+    rule keep one look. Adds ``looks``, ``ci over looks`` (the widened half-width) and
+    ``verdict over looks``."""
+    from scipy import stats
+
+    check_integer("planned", planned, 1)
+    check_integer("most", most, planned)
+    out = judged.copy()
+    out["looks"] = np.where(out["decisive"].astype(bool), most - planned + 1, 1)
+    n = out["count"].to_numpy(int)
+    df = np.where(n > 1, n - 1, np.nan)  # one pair: no interval either way
+    out["ci over looks"] = out["ci95"] * (stats.t.ppf(1 - alpha / (2 * out["looks"]), df)
+                                          / stats.t.ppf(1 - alpha / 2, df))
+    out["verdict over looks"] = [verdict(m, h, s) for m, h, s in zip(
+        out["mean"], out["ci over looks"], out["sign"], strict=True)]
+    return out
 
 
 PAPERS = {"C1": "DOP", "C2": "DOP", "C3": "DOP", "C4": "expanders"}
 
 
-def tally(judged: pd.DataFrame) -> pd.DataFrame:
-    """How many cells of a ``claims`` table got each verdict, per paper (``PAPERS``: DOP
-    for C1-C3, expanders for C4): columns ``cells``, every one of ``VERDICTS``, and
-    ``no pairs yet`` (cells with no trained pair, counted among the unresolved)."""
+def tally(judged: pd.DataFrame, column: str = "verdict") -> pd.DataFrame:
+    """How many cells of a ``claims`` table got each verdict of ``column`` (or ``verdict
+    over looks``, ``over_looks``), per paper (``PAPERS``: DOP for C1-C3, expanders for C4):
+    columns ``cells``, every one of ``VERDICTS``, and ``no pairs yet`` (cells with no
+    trained pair, counted among the unresolved)."""
     unknown = sorted(set(judged["claim"]) - set(PAPERS))
     if unknown:
         raise ValueError(f"claims {unknown} belong to no paper; known: {sorted(PAPERS)}")
     paper = judged["claim"].map(PAPERS).rename("paper")
-    out = pd.crosstab(paper, judged["verdict"]).reindex(columns=list(VERDICTS), fill_value=0)
+    out = pd.crosstab(paper, judged[column]).reindex(columns=list(VERDICTS), fill_value=0)
     out.insert(0, "cells", paper.value_counts())
     out["no pairs yet"] = (judged["count"] == 0).groupby(paper).sum()
     return out.reindex([p for p in dict.fromkeys(PAPERS.values()) if p in out.index])

@@ -1015,7 +1015,7 @@ def test_tables_of_no_records(grids):
         assert effects.empty and list(effects.columns) == EFFECT_COLUMNS
         judged = V.with_paper(effects, "images")
         assert judged.empty
-        assert list(judged.columns) == [*EFFECT_COLUMNS, "paper effect", "verdict"]
+        assert list(judged.columns) == [*EFFECT_COLUMNS, "paper effect", "verdict", "sign"]
         against = E.effects(table, ("random", "random (uniform)"))
         assert against.empty
         assert list(against.columns) == ["check", "sparsity %", "epochs", "arm", "mean",
@@ -1102,6 +1102,11 @@ def test_claims_judge_each_cell_of_the_papers_claims():
     sigma = out[(out["claim"] == "C3") & (out["material"] == "stitching σ=0.75")].iloc[0]
     assert sigma["count"] == 4 and sigma["mean"] == pytest.approx(0.25)
 
+    c2 = out[out["claim"] == "C2"].set_index(["criterion", "sparsity %"])["decisive"]
+    assert list(c2[c2].index) == [("SNIP", 90), ("SNIP", 95), ("GraSP", 90), ("GraSP", 95)]
+    assert out.loc[out["claim"].isin(["C1", "C3"]), "decisive"].all()  # gap rows too
+    assert list(out.loc[out["claim"] == "C2", "sign"]) == [1] * 7 + [-1]  # GraSP at 95 %
+
     c4 = pd.DataFrame([{"claim": "C4", "criterion": "RReg", "material": "m", "count": 0,
                         "verdict": "unresolved"}])
     tally = V.tally(pd.concat([out, c4], ignore_index=True))
@@ -1115,6 +1120,49 @@ def test_claims_judge_each_cell_of_the_papers_claims():
     assert tally.loc["expanders"].tolist() == [1, 0, 0, 0, 0, 1, 1]
     with pytest.raises(ValueError, match=r"claims \['C9'\] belong to no paper"):
         V.tally(c4.assign(claim="C9"))
+
+
+def test_over_looks_widens_the_decisive_cells_to_bonferroni_over_every_allowed_look():
+    per_seed = [3.0, 0.0, 2.0, 0.5, 2.5, -0.5, 1.5, 1.0]  # t = 2.89 on 7 degrees of freedom
+    mean, sd = np.mean(per_seed), np.std(per_seed, ddof=1)
+    half = stats.t.ppf(0.975, 7) * sd / math.sqrt(8)
+    judged = pd.DataFrame({"mean": [mean, mean, 5.0], "ci95": [half, half, math.nan],
+                           "count": [8, 8, 1], "sign": [1, 1, 1],
+                           "decisive": [True, False, True]})
+    out = V.over_looks(judged, planned=6, most=10)
+    assert list(out["looks"]) == [5, 1, 5]
+    # 5 looks: each a two-sided interval at level 0.05 / 5
+    assert out["ci over looks"][0] == pytest.approx(stats.t.ppf(1 - 0.005, 7) * sd / math.sqrt(8))
+    assert out["ci over looks"][1] == pytest.approx(half)
+    assert math.isnan(out["ci over looks"][2])
+    assert list(out["verdict over looks"]) == ["unresolved", "supported", "unresolved"]
+    with pytest.raises(ValueError, match="most"):
+        V.over_looks(judged, planned=6, most=5)
+
+
+def test_over_looks_holds_the_level_that_the_stopping_rule_breaks():
+    """With no effect, extending a cell from 6 to 10 pairs while its interval is
+    unresolved finds an effect more often than 5 %; judged over its looks, at most 5 %."""
+    trials, sd = 20000, 3.0
+    diffs = np.random.default_rng(0).normal(0.0, sd, (trials, 10))
+    stop = np.full(trials, 10)
+    for n in range(9, 5, -1):  # the first n at which the rule's verdict resolves
+        m, s = diffs[:, :n].mean(1), diffs[:, :n].std(1, ddof=1)
+        h = stats.t.ppf(0.975, n - 1) * s / math.sqrt(n)
+        lo, hi = m - h, m + h
+        resolved = (lo > 0) | (hi < 0) | ((lo > -V.MARGIN) & (hi < V.MARGIN))
+        stop[resolved] = n
+    take = np.arange(10)[None, :] < stop[:, None]
+    mean = (diffs * take).sum(1) / stop
+    std = np.sqrt(((diffs - mean[:, None]) ** 2 * take).sum(1) / (stop - 1))
+    judged = pd.DataFrame({"mean": mean, "ci95": stats.t.ppf(0.975, stop - 1) * std
+                           / np.sqrt(stop), "count": stop, "sign": 1, "decisive": True})
+    out = V.over_looks(judged, planned=6, most=10)
+    found = ["supported", "contradicted"]
+    naive = pd.Series([V.verdict(m, h, 1) for m, h in
+                       zip(judged["mean"], judged["ci95"], strict=True)])
+    assert naive.isin(found).mean() > 0.08  # optional stopping: about twice the level
+    assert out["verdict over looks"].isin(found).mean() < 0.05
 
 
 def test_extension_adds_the_next_seed_to_unresolved_decisive_cells_only():
