@@ -439,7 +439,8 @@ def _against(runs: pd.DataFrame, by: list[str], vary: str, reference: str, cells
     within groups of equal ``by``. With planned ``cells`` (``planned_cells``, carrying a
     ``vary`` column), every planned comparison has a row, n = 0 where no seed has both."""
     if cells is not None and not (runs[vary] == reference).any():
-        out = pd.DataFrame(columns=[*by, vary, "mean", "ci95", "count", "per_seed"])
+        out = pd.DataFrame(columns=[*by, vary, "mean", "ci95", "count", "per_seed"]).astype(
+            cells[[*by, vary]].dtypes.to_dict())  # the keys' types, so _fill can merge
     else:
         out = study.paired_differences(runs, by, vary, reference, "accuracy %")
     if cells is None:

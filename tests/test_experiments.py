@@ -458,10 +458,33 @@ def test_with_paper_signs_and_verdicts():
     assert len(rows.columns) == 5  # the input is left as it was
 
 
-def test_paper_sign_covers_the_all_ones_arms():
-    assert V.PAPER_SIGN == {("SNIP", "all-ones (BN eval)"): -1, ("SNIP", "all-ones (BN train)"): -1,
-                            ("GraSP", "all-ones (BN eval)"): -1,
-                            ("GraSP", "all-ones (BN train)"): -1}
+def test_with_paper_judges_figure_4_against_dop():
+    rows = pd.DataFrame([
+        ("SNIP", 95.0, "random segments", -5.0, 1.0),  # worse at higher sparsity: claimed
+        ("SNIP", 60.0, "random segments", -5.0, 1.0),  # "similar": no sign to check
+        ("SNIP", 60.0, "random segments", 0.5, 1.0),
+        ("GraSP", 80.0, "one patch", 3.0, 1.0),        # claimed worse than DOP
+    ], columns=["criterion", "sparsity %", "material", "mean", "ci95"])
+    out = V.with_paper(rows, "DOP")
+    assert out["verdict"].tolist() == ["supported", "differs (no claim)",
+                                       "smaller than 2 points", "contradicted"]
+    assert out["sign"].tolist() == [-1, 0, 0, -1]
+
+
+def test_paper_sign_reads_figure_4_against_its_reference():
+    for crit in ("SNIP", "GraSP"):
+        for pct in (60, 80, 90, 95):
+            assert V.paper_sign(crit, "all-ones (BN eval)", "images", pct, math.nan) == -1
+            assert V.paper_sign(crit, "all-ones (BN train)", "images", pct, math.nan) == -1
+            assert V.paper_sign(crit, "one patch", "DOP", pct, math.nan) == -1
+            assert V.paper_sign(crit, "one patch", "images", pct, math.nan) == 0  # no claim
+        # random segments: "similar" to DOP at lower sparsity, worse at higher
+        signs = [V.paper_sign(crit, "random segments", "DOP", p, math.nan) for p in
+                 (60.0, 80.0, 90.0, 95.0)]
+        assert signs == [0, 0, -1, -1]
+    assert V.paper_sign("SNIP", "all-ones (BN eval)", "images", 98, math.nan) == 0  # not run
+    assert V.paper_sign("GraSP", "DOP", "images", 95, -1.74) == -1  # Table 1's own sign
+    assert len(V.PAPER_SIGN) == 2 * 2 * 4 + 2 * 2 + 2 * 4
 
 
 # ---------------------------------------------------------------------------------------
@@ -1069,6 +1092,18 @@ def test_planned_cells_get_rows_with_no_runs(grids):
     assert set(judged.loc[judged["count"] == 0, "verdict"]) == {"unresolved"}
     cross = E.effects(table, ("random", "random (uniform)"), runs)
     assert len(cross) == 16 and (cross["count"] == 0).all()  # 4 arms x 4 sparsities, no random
+
+
+def test_effects_against_a_reference_with_no_runs_yet_list_the_planned_pairs(grids):
+    table = runs_table(cells("SNIP", {("images", 90): [50, 52], ("one patch", 90): [40, 41]}))
+    out = E.effects(table, "DOP", grids["ablations"])  # no DOP run has finished
+    assert len(out) == 2 * 4 * 5  # 2 criteria x 4 sparsities x the 5 other materials
+    assert (out["count"] == 0).all() and out["sparsity %"].dtype == float
+    patch = out[(out["criterion"] == "SNIP") & (out["material"] == "one patch")]
+    assert list(patch["sparsity %"]) == [60.0, 80.0, 90.0, 95.0]
+    # a grid without the reference (the smoke profile's ablations) has no pair to plan
+    planned = [r for r in grids["ablations"] if r.arm.label != "DOP"]
+    assert E.effects(table, "DOP", planned).empty
 
 
 def test_claims_judge_each_cell_of_the_papers_claims():
