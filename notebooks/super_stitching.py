@@ -68,7 +68,7 @@ display(experiments.shown(verdicts.beside_paper(summary)))
 # under their own recipes and sample counts, not comparable with each other or with ours.
 
 # %%
-display(verdicts.PAPER_REPORTED.style.hide(axis="index").format(precision=2, na_rep="–"))
+display(experiments.shown(verdicts.PAPER_REPORTED))
 
 # %% [markdown]
 # (stitching-effects)=
