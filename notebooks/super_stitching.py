@@ -22,10 +22,10 @@
 # settings.
 #
 # Here every method is trained under one recipe, on one network and one dataset, with the
-# number of examples each pruning step consumed beside it (`samples`): our Iterative SNIP
-# and FORCE score one batch per round, so they see the same examples sixty times, and
-# SynFlow and the random and magnitude masks see none. The decisive comparison is
-# stitching against images at 95 %.
+# number of examples each pruning step consumed beside it (`samples`) and the rounds it
+# pruned in (`rounds`): our Iterative SNIP and FORCE score the same batch again in every
+# round, and SynFlow and the random and magnitude masks see no example. The decisive
+# comparison is stitching against images at 95 %.
 
 # %% tags=["parameters"]
 from typing import Optional

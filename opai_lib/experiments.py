@@ -355,14 +355,15 @@ def _last_stage(stage_share: dict) -> float:
 
 
 FRAME_COLUMNS = ["criterion", "material", "check", "sparsity %", "epochs", "seed", "accuracy %",
-                 "samples",
+                 "samples", "rounds",
                  "empty layers", "sparsest layer %", "last stage %", "decisive", "key", "cpu",
                  "seconds"]
 
 
 def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.DataFrame:
     """One row per run that has a record: its arm, sparsity and seed, accuracy (%), the
-    examples its criterion was fed, and the collapse diagnostics of its mask (empty
+    examples its criterion was fed and the rounds it pruned in (each round scores them
+    again; NaN for the dense network), and the collapse diagnostics of its mask (empty
     layers, the sparsest layer's density, the last stage's share of kept weights, in %)."""
     if len(runs) != len(records):
         raise ValueError(f"{len(runs)} runs but {len(records)} records")
@@ -377,6 +378,7 @@ def frame(runs: list[Run], records: list[dict | None], num_classes: int) -> pd.D
             "epochs": run.epochs, "seed": run.seed,
             "accuracy %": 100 * r["accuracy"],
             "samples": samples(run.arm.material, num_classes),
+            "rounds": getattr(run.config.options, "rounds", math.nan),
             "empty layers": len(r["empty_layers"]) if masked else 0,
             "sparsest layer %": 100 * r["sparsest_layer"]["density"] if masked else 100.0,
             "last stage %": 100 * _last_stage(r["stage_share"]) if masked else math.nan,
@@ -424,7 +426,8 @@ def summary(runs: pd.DataFrame, planned: list[Run] | None = None) -> pd.DataFram
     a row, with n = 0 where no run has finished."""
     acc = study.table(runs, CELL, "accuracy %")
     worst = runs.groupby(CELL, sort=False).agg(
-        **{"samples": ("samples", "first"), "empty layers (max)": ("empty layers", "max"),
+        **{"samples": ("samples", "first"), "rounds": ("rounds", "first"),
+           "empty layers (max)": ("empty layers", "max"),
            "sparsest layer % (min)": ("sparsest layer %", "min"),
            "last stage % (min)": ("last stage %", "min")}).reset_index()
     out = acc.merge(worst, on=CELL)
@@ -608,7 +611,8 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
 
 
 SHOWN = {"criterion": "criterion", "material": "material", "sparsity %": "sparsity %",
-         "samples": "samples", "count": "n", "mean": "accuracy %", "ci95": "± 95 %",
+         "samples": "samples", "rounds": "rounds", "count": "n", "mean": "accuracy %",
+         "ci95": "± 95 %",
          "paper %": "paper %", "empty layers (max)": "empty layers",
          "sparsest layer % (min)": "sparsest layer %", "last stage % (min)": "last stage %",
          "paper effect": "paper", "verdict": "verdict", "arm": "arm", "claim": "claim",
@@ -618,17 +622,18 @@ HIDDEN = ("per_seed", "std", "decisive", "key", "cpu", "seconds", "seed", "sign"
 
 def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """A table as the book prints it: short column names (``SHOWN``), the per-seed lists,
-    standard deviations and bookkeeping columns left out (and epochs and sanity checks
-    where they do not vary), numbers rounded, no index. The ``mean`` of an effect table
-    (per-seed differences) or a verdict table becomes ``difference``."""
+    standard deviations and bookkeeping columns left out (and epochs, sanity checks and
+    pruning rounds where they do not vary), numbers rounded, no index. The ``mean`` of an
+    effect table (per-seed differences) or a verdict table becomes ``difference``."""
     names = dict(SHOWN)
     if "per_seed" in rows or "verdict" in rows:
         names["mean"] = "difference"
-    hidden = set(HIDDEN) | {c for c in ("epochs", "check")
+    hidden = set(HIDDEN) | {c for c in ("epochs", "check", "rounds")
                             if c in rows and rows[c].nunique() <= 1}
     table = rows[[c for c in rows.columns if c not in hidden]].rename(columns=names)
     table = table.round(digits)
-    plain = [c for c in ("sparsity %", "epochs", "samples", "n", "empty layers", "draws", "seeds")
+    plain = [c for c in ("sparsity %", "epochs", "samples", "rounds", "n", "empty layers",
+                         "draws", "seeds")
              if c in table]
     return table.style.hide(axis="index").format(precision=digits, na_rep="–").format(
         "{:g}", subset=plain, na_rep="–")

@@ -343,7 +343,7 @@ def test_frame_rows(grids):
     assert (first["criterion"], first["material"], first["seed"]) == ("SNIP", "DOP", 4)
     assert first["sparsity %"] == 90 and bool(first["decisive"])
     assert first["accuracy %"] == pytest.approx(61.25)
-    assert first["samples"] == 100
+    assert first["samples"] == 100 and first["rounds"] == 1
     assert first["empty layers"] == 2
     assert first["sparsest layer %"] == pytest.approx(1.23)
     assert first["last stage %"] == pytest.approx(15.0)  # stage3, not head nor stage1
@@ -355,9 +355,26 @@ def test_frame_rows(grids):
     assert second["empty layers"] == 0 and second["sparsest layer %"] == pytest.approx(5.0)
     dense = out.iloc[2]
     assert (dense["criterion"], dense["material"], dense["sparsity %"]) == ("dense", "dense", 0)
-    assert dense["samples"] == 0 and dense["empty layers"] == 0
+    assert dense["samples"] == 0 and dense["empty layers"] == 0 and math.isnan(dense["rounds"])
     assert dense["sparsest layer %"] == 100 and math.isnan(dense["last stage %"])
     assert dense["accuracy %"] == pytest.approx(70.0)
+
+
+def test_frame_and_summary_count_the_rounds_of_iterative_criteria(grids):
+    runs = grids["super_stitching"]
+    picked = [pick(runs, m, label, 0.95, 0) for m, label in
+              [("force", "images"), ("synflow", "all-ones"), ("grasp", "images")]]
+    out = E.frame(picked, [fake(r, 0.5) for r in picked], CIFAR_CLASSES)
+    # the options' defaults: FORCE 60 rounds (naver/force), SynFlow 100, GraSP one shot
+    assert out["rounds"].tolist() == [60, 100, 1]
+    small = config.get_profile("smoke")
+    smoke = [pick(E.get_experiment("super_stitching").runs(small), "force", "images", 0.95, 0)]
+    capped = E.frame(smoke, [fake(smoke[0], 0.5)], 4)["rounds"].tolist()
+    assert capped == [small.max_rounds] and 1 < small.max_rounds < 60  # what the run did
+    summ = E.summary(out)
+    assert summ.set_index("criterion").loc["FORCE", "rounds"] == 60
+    assert "rounds" in E.shown(summ).data.columns
+    assert "rounds" not in E.shown(summ[summ["criterion"] == "GraSP"]).data.columns
 
 
 def test_frame_sparsity_percent_is_rounded(grids):
@@ -1020,8 +1037,8 @@ def test_shown_digits():
 # Zero records: empty tables, not errors
 
 SUMMARY_COLUMNS = ["criterion", "material", "check", "sparsity %", "epochs", "mean", "std",
-                   "count", "ci95", "samples", "empty layers (max)", "sparsest layer % (min)",
-                   "last stage % (min)"]
+                   "count", "ci95", "samples", "rounds", "empty layers (max)",
+                   "sparsest layer % (min)", "last stage % (min)"]
 EFFECT_COLUMNS = ["criterion", "check", "sparsity %", "epochs", "material", "mean", "ci95", "count",
                   "per_seed"]
 
@@ -1077,8 +1094,8 @@ def test_gap_growth_leaves_out_a_criterion_without_a_complete_seed():
 def test_planned_cells_get_rows_with_no_runs(grids):
     runs = grids["dop_sparsity"]
     table = runs_table(cells("SNIP", {("images", 90): [60, 61], ("DOP", 90): [62, 64]}))
-    summ = E.summary(table.assign(samples=100, **{"empty layers": 0, "sparsest layer %": 1.0,
-                                                   "last stage %": 30.0}), runs)
+    summ = E.summary(table.assign(samples=100, rounds=1, **{
+        "empty layers": 0, "sparsest layer %": 1.0, "last stage %": 30.0}), runs)
     assert len(summ) == len(E.planned_cells(runs)) == 21  # 16 material cells, dense, 4 random
     got = summ.set_index(["criterion", "material", "sparsity %"])
     assert got.loc[("SNIP", "DOP", 90.0), "count"] == 2
