@@ -213,8 +213,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--decisive-only", action="store_true", help="only the decisive cells")
     w.add_argument("--extend", action="store_true",
                    help="one more seed for each decisive cell whose verdict is unresolved")
-    w.add_argument("--most", type=int, default=10,
-                   help="with --extend: the most seeds a decisive cell gets (default 10)")
+    w.add_argument("--most", type=int, default=experiments.MOST_SEEDS,
+                   help="with --extend: the most seeds a decisive cell gets (default "
+                        f"{experiments.MOST_SEEDS})")
     w.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: every N-th run from I")
     w.add_argument("--workers", type=int, default=2, help="single-threaded processes")
     w.add_argument("--store", default=None, help="store folder (default: the profile's)")

@@ -59,7 +59,7 @@ def direction(mean: float, half_width: float) -> str:
     if math.isnan(mean):
         return "not measured"
     if math.isnan(half_width):
-        return "a single pair, no interval"
+        return "undetermined from one pair"
     if mean - half_width > 0:
         return "higher"
     return "lower" if mean + half_width < 0 else "not measurably different"

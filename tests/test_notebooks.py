@@ -31,9 +31,13 @@ def execute(source: Path, book: Path, **parameters) -> Path:
         nbformat.write(jupytext.read(source), out)
         # No output path while it runs: papermill would rewrite the whole notebook after
         # every cell (1-2 s of a large chapter's smoke run); it is written once at the end.
-        done = papermill.execute_notebook(out, None, parameters={"profile": "smoke", **parameters},
-                                          cwd=str(book), kernel_name="python3",
-                                          progress_bar=False)
+        try:
+            done = papermill.execute_notebook(out, None, cwd=str(book), kernel_name="python3",
+                                              parameters={"profile": "smoke", **parameters},
+                                              progress_bar=False)
+        except BaseException:
+            out.unlink()  # no unexecuted copy for a later test to take as executed
+            raise
         nbformat.write(done, out)
     return out
 

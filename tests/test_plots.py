@@ -88,13 +88,13 @@ def test_glue_effects_keys_and_values(glued):
     assert values["snip_all_ones_bn_eval_95_n"] == 6
     assert values["snip_dop_90_direction"] == "not measurably different"  # [-0.5, 4.5]
     assert values["snip_all_ones_bn_eval_95_direction"] == "lower"  # [-5.5, -4.5]
-    assert values[f"{one}_direction"] == "a single pair, no interval"
+    assert values[f"{one}_direction"] == "undetermined from one pair"
 
 
 @pytest.mark.parametrize("mean, half, word", [
     (3.5, 1.0, "higher"), (-3.5, 1.0, "lower"), (0.5, 1.0, "not measurably different"),
     (1.0, 1.0, "not measurably different"),  # the interval touches zero
-    (2.0, math.nan, "a single pair, no interval"), (math.nan, 1.0, "not measured")])
+    (2.0, math.nan, "undetermined from one pair"), (math.nan, 1.0, "not measured")])
 def test_direction_follows_the_interval(mean, half, word):
     assert plots.direction(mean, half) == word
 
