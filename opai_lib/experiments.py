@@ -624,10 +624,16 @@ def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """A table as the book prints it: short column names (``SHOWN``), the per-seed lists,
     standard deviations and bookkeeping columns left out (and epochs, sanity checks and
     pruning rounds where they do not vary), numbers rounded, no index. The ``mean`` of an
-    effect table (per-seed differences) or a verdict table becomes ``difference``."""
+    effect table (per-seed differences) or a verdict table becomes ``difference``; where
+    the paper claims a sign without a number (``sign``), its column says *worse* or
+    *better*."""
     names = dict(SHOWN)
     if "per_seed" in rows or "verdict" in rows:
         names["mean"] = "difference"
+    if "sign" in rows and "paper effect" in rows:  # Figure 4 claims a sign, not a number
+        rows = rows.assign(**{"paper effect": [
+            ("worse" if s < 0 else "better") if s and math.isnan(p) else p
+            for p, s in zip(rows["paper effect"], rows["sign"], strict=True)]})
     hidden = set(HIDDEN) | {c for c in ("epochs", "check", "rounds")
                             if c in rows and rows[c].nunique() <= 1}
     table = rows[[c for c in rows.columns if c not in hidden]].rename(columns=names)

@@ -975,6 +975,15 @@ def test_shown_effects():
     assert "accuracy %" in E.shown(rows.drop(columns=["per_seed", "verdict"])).data.columns
 
 
+def test_shown_says_the_sign_figure_4_claims_where_the_paper_has_no_number():
+    rows = pd.DataFrame([("SNIP", 90.0, "all-ones (BN eval)", -3.0, 1.0, 6),
+                         ("GraSP", 90.0, "all-ones (BN eval)", -3.0, 1.0, 6),  # not its mode
+                         ("SNIP", 90.0, "DOP", 2.0, 1.0, 6)],
+                        columns=["criterion", "sparsity %", "material", "mean", "ci95", "count"])
+    paper = E.shown(V.with_paper(rows, "images")).data["paper"].tolist()
+    assert paper[0] == "worse" and math.isnan(paper[1]) and paper[2] == pytest.approx(3.06)
+
+
 def test_check_effects_pair_each_check_with_its_own_mask():
     rows = [("GraSP", "DOP", 90.0, s, 60.0 + s) for s in range(3)]
     rows += [("GraSP", "images", 90.0, s, 50.0 + 2 * s) for s in range(3)]
