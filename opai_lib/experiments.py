@@ -136,6 +136,10 @@ class Experiment:
         """This grid as run on ``profile``: with the ``smoke`` fields on the smoke profile."""
         return dataclasses.replace(self, **self.smoke) if profile.name == "smoke" else self
 
+    def decisive_cells(self) -> list[tuple[str, str, float]]:
+        """The decisive cells as the tables name them: (criterion, material, sparsity %)."""
+        return [(CRITERION_NAMES[m], label, round(100 * s, 2)) for m, label, s in self.decisive]
+
     def is_decisive(self, arm: Arm, sparsity: float) -> bool:
         cells = {(m, s) for m, _, s in self.decisive}
         return (self.all_decisive or (arm.method, arm.label, sparsity) in self.decisive
@@ -491,6 +495,15 @@ def inverted_cuts(runs: pd.DataFrame) -> pd.DataFrame:
     inverted = runs[runs["check"] == "inverted"]
     return inverted.assign(cut=inverted["empty layers"] > 0).groupby(
         "criterion", as_index=False, sort=False).agg(runs=("cut", "size"), cut=("cut", "sum"))
+
+
+def collapsed_counts(runs: pd.DataFrame) -> tuple[int, int]:
+    """How many trained runs of ``runs`` (``record_table`` of ``sanity_checks``) had an
+    empty layer, and how many of those trained a mask that was not inverted (inverting
+    is expected to cut layers; a shuffled or chosen mask that does was degenerate as
+    chosen)."""
+    collapsed = runs["empty layers"] > 0
+    return int(collapsed.sum()), int((collapsed & (runs["check"] != "inverted")).sum())
 
 
 def draw_spread(draws: pd.DataFrame, seeds: pd.DataFrame, planned: list[Run] | None = None

@@ -17,7 +17,6 @@ import pandas as pd
 
 from opai_lib.config import Profile, check_integer
 from opai_lib.experiments import (
-    CRITERION_NAMES,
     MOST_SEEDS,
     OWN_ALL_ONES,
     PAPER_SPARSITIES,
@@ -172,8 +171,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for claim, (name, _, cells) in CLAIMS.items():
         found = with_paper(effects(tables[name], "images"), "images")
-        decisive = {(CRITERION_NAMES[m], label, round(100 * s, 2))
-                    for m, label, s in get_experiment(name).decisive}
+        decisive = set(get_experiment(name).decisive_cells())
         for crit, material, sparsity in cells:
             hit = found[(found["criterion"] == crit) & (found["material"] == material)
                         & (found["sparsity %"] == sparsity)]
@@ -260,8 +258,8 @@ def extension(name: str, profile: Profile, table: pd.DataFrame, model: str = "re
     exp = get_experiment(name)
     judged = with_paper(effects(table, exp.reference), exp.reference)
     out: dict[str, Run] = {}
-    for method, label, sparsity in exp.decisive:
-        crit, pct = CRITERION_NAMES[method], round(100 * sparsity, 2)
+    for (method, _, sparsity), (crit, label, pct) in zip(exp.decisive, exp.decisive_cells(),
+                                                         strict=True):
         row = judged[(judged["criterion"] == crit) & (judged["material"] == label)
                      & (judged["sparsity %"] == pct)]
         if len(row) and row["count"].iloc[0] > 0 and row["verdict"].iloc[0] != "unresolved":

@@ -174,6 +174,14 @@ def test_runs_order_decisive_first_seed_major(grids, name):
 
 
 @pytest.mark.parametrize("name", sorted(E.EXPERIMENTS))
+def test_decisive_cells_are_named_as_the_tables_name_the_decisive_runs(grids, name):
+    named = {(r.arm.criterion, r.arm.label, round(100 * r.sparsity, 2))
+             for r in grids[name] if r.decisive}
+    cells = E.EXPERIMENTS[name].decisive_cells()
+    assert len(cells) == len(E.EXPERIMENTS[name].decisive) and set(cells) <= named
+
+
+@pytest.mark.parametrize("name", sorted(E.EXPERIMENTS))
 def test_runs_keys_unique(grids, name):
     keys = [r.config.key() for r in grids[name]]
     assert len(set(keys)) == len(keys)
@@ -1006,7 +1014,7 @@ def test_check_effects_pair_each_check_with_its_own_mask():
     assert "check" not in E.shown(E.effects(runs, "images")).data.columns  # constant: hidden
 
 
-def test_inverted_cuts_count_each_criterions_inverted_runs_with_an_empty_layer():
+def test_inverted_cuts_and_collapsed_counts_find_the_runs_with_an_empty_layer():
     runs = pd.concat([
         runs_table([("SNIP", "DOP", 90.0, s, 10.0) for s in range(3)]).assign(
             check="inverted", **{"empty layers": [1, 0, 2]}),
@@ -1015,6 +1023,8 @@ def test_inverted_cuts_count_each_criterions_inverted_runs_with_an_empty_layer()
         runs_table([("GraSP", "DOP", 90.0, 0, 50.0)]).assign(**{"empty layers": [3]})])
     out = E.inverted_cuts(runs).set_index("criterion")
     assert out.loc["SNIP"].tolist() == [3, 2] and out.loc["GraSP"].tolist() == [2, 0]
+    # all runs with an empty layer: SNIP's two inverted ones and GraSP's chosen mask
+    assert E.collapsed_counts(runs) == (3, 1)
 
 
 def test_draw_spread_against_the_seed_spread():
