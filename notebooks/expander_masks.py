@@ -99,8 +99,8 @@ display(shown(pp, 3))
 # (expander-degrees)=
 # ## A degree at reduced width, and the first convolution
 #
-# The cpu profile trains VGG-16-BN at width {glue:text}`vgg_width:.3g` (16 to 128 channels
-# instead of 64 to 512). Two things then decide accuracy before any generator does.
+# The cpu profile trains VGG-16-BN at width {glue:text}`vgg_width:.3g`
+# ({glue:text}`vgg_channels` channels instead of {glue:text}`vgg_full_channels`). Two things then decide accuracy before any generator does.
 #
 # - **The paper's PP is a fraction, its claims are about degrees.** A layer of n channels
 #   kept at a fraction f gives each channel about f n edges; at width w the paper's PP
@@ -281,8 +281,10 @@ display(shown(c4.rename(columns={"mean": "difference"})))
 #   {glue:text}`c4_budget_ci95:.2f` over {glue:text}`c4_budget_n:d` pairs. The verdicts are
 #   in the table above.
 # - Scale: narrow networks, a {glue:text}`epochs:d`-epoch schedule and
-#   {glue:text}`train_per_class:,d` training images per class, on a 2-core CPU. With
+#   {glue:text}`train_per_class:,d` training images per class, one thread per run on
+#   {glue:text}`cpus`. With
 #   {glue:text}`seeds:d` seeds an interval resolves only differences of several points;
 #   most of the paper's differences, in the tables above, are smaller. Run the chapter with
-#   `-p profile cifar-gpu` (full width, 160 epochs, all of CIFAR-10) and more seeds for the
-#   paper's scale.
+#   `-p profile cifar-gpu` (full width, {glue:text}`gpu_epochs:d` epochs, all of CIFAR-10)
+#   and more seeds for a scale closer to the paper's ({ref}`expander-vgg` gives its
+#   schedule).

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from opai_lib import config, expanders, masks, models, plots, study, verdicts
+from opai_lib import config, expanders, experiments, masks, models, plots, study, verdicts
 from opai_lib.methods import EXPANDER_PREFIX
 
 GENERATORS = ("random", "xnet", "rreg")
@@ -164,6 +164,13 @@ def prunable_count(model: str, width: float) -> int:
     """Prunable weights (conv and linear) of ``model`` at ``width``."""
     return sum(p.numel() for p in models.prunable(models.get_model(model, CLASSES, width)
                                                   ).values())
+
+
+def channel_range(model: str, width: float) -> tuple[int, int]:
+    """The fewest and the most output channels among ``model``'s convolutions at ``width``."""
+    outs = [w.shape[0] for w in models.prunable(models.get_model(model, CLASSES, width)
+                                                ).values() if w.dim() == 4]
+    return min(outs), max(outs)
 
 
 def matched_width(model: str, weights: float, widest: float, step: float = 0.01) -> float:
@@ -374,16 +381,19 @@ def chapter(profile: str, seeds=None, vgg_width=None, resnet_width=None, train_p
     done = table.drop_duplicates("key")
     hours = done["seconds"].sum() / 3600
     print(f"profile {P.name}: {train_set.name}, {len(train_set)} training images, "
-          f"{P.recipe.epochs} epochs in {P.recipe.precision}, seeds 0-{s.seeds - 1}; "
+          f"{P.recipe.epochs} epochs in {P.recipe.precision}, seeds 0-{s.seeds - 1}\n"
           f"VGG-16-BN width {s.vgg_width}, ResNets width {s.resnet_width}, rreg best of "
-          f"{s.best_of}; {len(done)} of {len({r.config.key() for r in planned})} runs in "
-          f"the store; they took {hours:.1f} CPU-hours on "
-          f"{', '.join(sorted(set(done['cpu']))) or 'no machine yet'}")
+          f"{s.best_of}\n{len(done)} of {len({r.config.key() for r in planned})} runs in "
+          f"the store; they took {hours:.1f} CPU-hours on {experiments.machines(done)}")
     for key, value in {"seeds": s.seeds, "vgg_width": s.vgg_width,
                        "resnet_width": s.resnet_width, "epochs": P.recipe.epochs,
                        "train_per_class": len(train_set) // train_set.num_classes,
-                       "cpu_hours": hours, "chance": 100 / train_set.num_classes}.items():
+                       "cpu_hours": hours, "chance": 100 / train_set.num_classes,
+                       "gpu_epochs": config.get_profile("cifar-gpu").recipe.epochs}.items():
         plots.glue_number(key, value)
+    for key, width in {"vgg_channels": s.vgg_width, "vgg_full_channels": 1.0}.items():
+        plots.glue_text(key, "{} to {}".format(*channel_range("vgg16_bn", width)))
+    plots.glue_text("cpus", experiments.machines(done))
     return P, s, planned, table
 
 

@@ -584,6 +584,13 @@ def record_table(name: str, profile: Profile, model: str = "resnet20", seeds: in
     return planned, frame(readable, records, study.profile_data(profile)[0].num_classes)
 
 
+def machines(*tables: pd.DataFrame) -> str:
+    """The CPU models that computed the runs of ``tables`` (their ``cpu`` column), named
+    for the prose and the printed summaries."""
+    cpus = sorted({c for t in tables if len(t) for c in t["cpu"]})
+    return ", ".join(cpus) or "no machine yet"
+
+
 def chapter(name: str, profile: str, model: str, seeds: int | None,
             decisive_seeds: int | None, sparsities, compute: bool, workers: int | None
             ) -> tuple[Profile, list[Run], pd.DataFrame]:
@@ -606,13 +613,12 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
                                workers)
     train_set, _ = study.profile_data(P)
     hours = table["seconds"].sum() / 3600 if len(table) else 0.0
-    cpus = ", ".join(sorted(set(table["cpu"]))) if len(table) else "no machine yet"
     done = int(table["key"].isin({r.config.key() for r in runs}).sum()) if len(table) else 0
     print(f"profile {P.name}: {P.dataset} ({len(train_set)} training images), {model}, "
-          f"{P.recipe.epochs} epochs in {P.recipe.precision}; {done} of the {len(runs)} "
-          f"planned runs in the store and {len(table) - done} more seeds of its cells, read "
-          f"or computed in {time.perf_counter() - t0:.0f} s; they took {hours:.1f} CPU-hours "
-          f"on {cpus}")
+          f"{P.recipe.epochs} epochs in {P.recipe.precision}\n"
+          f"{done} of the {len(runs)} planned runs in the store and {len(table) - done} more "
+          f"seeds of its cells, read or computed in {time.perf_counter() - t0:.0f} s\n"
+          f"they took {hours:.1f} CPU-hours on {machines(table)}")
     plots.glue_number("seeds", seeds)
     plots.glue_number("decisive_seeds", decisive_seeds)
     plots.glue_number("runs", done)

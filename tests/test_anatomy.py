@@ -785,14 +785,15 @@ def test_glue_tests_counts_and_ratios_under_a_prefix(monkeypatch):
     monkeypatch.setattr(myst_nb, "glue", lambda k, v, display: glued.__setitem__(k, v))
     table = pd.DataFrame({"criterion": ["SNIP", "SNIP", "GraSP"],
                           "material": ["DOP", "DOP", "random labels"],
-                          "sparsity %": [90.0, 95.0, 90.0], "distance ratio": [2.5, 1.0, 1.5],
+                          "sparsity %": [90.0, 95.0, 90.0], "distance ratio": [2.5, 1.0, 0.99],
                           "p (Holm)": [0.001, 0.2, 0.01]})
     anatomy.glue_tests(table, labels=("DOP",), prefix="vgg")
     assert glued["vgg_cells"] == 3 and glued["vgg_cells_moved"] == 2
+    assert glued["vgg_cells_moved_near"] == 1  # GraSP's passes at a ratio under 1
     assert glued["vgg_snip_dop_moved"] == 1 and glued["vgg_snip_dop_cells"] == 2
     assert glued["vgg_grasp_dop_cells"] == 0
     assert glued["vgg_snip_dop_95_ratio"] == 1.0
-    assert glued["vgg_grasp_random_labels_90_ratio"] == 1.5
+    assert glued["vgg_grasp_random_labels_90_ratio"] == 0.99
     anatomy.glue_tests(table, labels=("DOP",))
     assert glued["cells"] == 3 and glued["snip_dop_90_ratio"] == 2.5
 

@@ -145,6 +145,13 @@ def resnet20_weights(width):
     return 9 * (3 * a + 6 * a * a + a * b + 5 * b * b + b * c + 5 * c * c) + 10 * c
 
 
+def test_channel_range_of_vgg16_by_hand():
+    # VGG-16: 64 channels in the first block, 512 in the last two
+    assert es.channel_range("vgg16_bn", 1.0) == (64, 512)
+    assert es.channel_range("vgg16_bn", 0.25) == (16, 128)
+    assert es.channel_range("resnet20", 0.5) == (8, 32)
+
+
 def test_matched_width_holds_the_budget():
     for w in (0.17, 0.31, 0.5, 1.0):
         assert es.prunable_count("resnet20", w) == resnet20_weights(w)
