@@ -23,8 +23,9 @@
 # and asks what the paper, with one run per cell, could not: **is the difference larger than
 # the spread between seeds?** Every seed draws its own initial network and its own material,
 # and the same seed gives every arm the same initial network, so arms are compared seed by
-# seed (paired differences). The cells where the paper makes its claim (90 and 95 %) get
-# more seeds than the others.
+# seed (paired differences). The paper's claim covers every sparsity and all four are
+# judged; the cells at 90 and 95 %, where its differences are largest and GraSP's turns
+# negative, get more seeds than those at 60 and 80 %.
 #
 # What you will see:
 #
@@ -86,7 +87,11 @@ display(experiments.shown(verdicts.beside_paper(summary)))
 # arm's over paired seeds, its 95 % interval, the number of pairs, the paper's difference and
 # the verdict by the rule of `verdicts.verdict`: *supported* when our interval excludes 0
 # on the paper's side, *contradicted* on the other side, *smaller than 2 points* when it
-# includes 0 but excludes effects of 2 points, *unresolved* otherwise.
+# includes 0 but excludes effects of 2 points, *unresolved* otherwise. A verdict judges
+# the sign only; *paper in interval* says whether the paper's difference itself lies in
+# our interval. These are the plain verdicts, cell by cell; the conclusions
+# ({ref}`verdict-table`) judge the decisive cells again for the seeds the stopping rule
+# added one at a time, which widens their intervals.
 
 # %%
 dop = verdicts.with_paper(experiments.effects(table, "images", runs), "images")
@@ -103,8 +108,11 @@ verdicts.report(dop)
 # {glue:text}`decisive_pairs:d` pairs each; with that many (or two, if fewer) a paired
 # t-test at the 5 % level detects (with 80 % probability) a difference of
 # {glue:text}`detectable_decisive:.1f` points, and ten pairs detect
-# {glue:text}`detectable_10:.1f`. Differences smaller than that stay *unresolved* here,
-# however large the paper's single run makes them look.
+# {glue:text}`detectable_10:.1f`. A difference smaller than that is likely to stay
+# *unresolved* (a cell can still resolve by chance, or be shown smaller than 2 points when
+# its mean is near zero), however large the paper's single run makes it look. Where the
+# paper gives a number, our interval excludes it in {glue:text}`paper_outside:d` of
+# {glue:text}`paper_numbers:d` cells: there the sign may agree, the size does not.
 
 # %% [markdown]
 # (dop-draws)=

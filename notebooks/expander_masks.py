@@ -100,7 +100,8 @@ display(shown(pp, 3))
 # ## A degree at reduced width, and the first convolution
 #
 # The cpu profile trains VGG-16-BN at width {glue:text}`vgg_width:.3g`
-# ({glue:text}`vgg_channels` channels instead of {glue:text}`vgg_full_channels`). Two things then decide accuracy before any generator does.
+# ({glue:text}`vgg_channels` channels instead of {glue:text}`vgg_full_channels`). Two
+# things then decide accuracy before any generator does.
 #
 # - **The paper's PP is a fraction, its claims are about degrees.** A layer of n channels
 #   kept at a fraction f gives each channel about f n edges; at width w the paper's PP

@@ -645,21 +645,23 @@ def narrowest_matchings(matching: pd.DataFrame) -> tuple[int, int]:
 # Claim C4 of the conclusions' verdict table, the figure, the glued numbers.
 
 CLAIM_COLUMNS = ["claim", "criterion", "material", "sparsity %", "mean", "ci95", "count",
-                 "paper", "verdict", "sign", "decisive"]
+                 "paper", "verdict", "paper in interval", "sign", "decisive"]
 
 
-def _claim(criterion: str, material: str, row, paper: str, sign: int) -> dict:
-    """A C4 row from an effect row (mean, ci95, count, density %); None: no pair yet."""
+def _claim(criterion: str, material: str, row, paper: float | str, sign: int) -> dict:
+    """A C4 row from an effect row (mean, ci95, count, density %; None: no pair yet) and
+    the paper's effect (a number, or the words of a claim without one)."""
+    number = paper if isinstance(paper, float) else math.nan
+    out = {"claim": "C4", "criterion": criterion, "material": material,
+           "paper": f"{number:+.2f}" if isinstance(paper, float) else paper, "sign": sign,
+           "decisive": False}
     if row is None or row["count"] == 0:
-        return {"claim": "C4", "criterion": criterion, "material": material,
-                "sparsity %": math.nan, "mean": math.nan, "ci95": math.nan, "count": 0,
-                "paper": paper, "verdict": "unresolved", "sign": sign,
-                "decisive": False}
-    return {"claim": "C4", "criterion": criterion, "material": material,
-            "sparsity %": round(100 - row["density %"], 2), "mean": row["mean"],
-            "ci95": row["ci95"], "count": int(row["count"]), "paper": paper,
-            "verdict": verdicts.verdict(row["mean"], row["ci95"], sign), "sign": sign,
-            "decisive": False}
+        return {**out, "sparsity %": math.nan, "mean": math.nan, "ci95": math.nan,
+                "count": 0, "verdict": "unresolved", "paper in interval": None}
+    return {**out, "sparsity %": round(100 - row["density %"], 2), "mean": row["mean"],
+            "ci95": row["ci95"], "count": int(row["count"]),
+            "verdict": verdicts.verdict(row["mean"], row["ci95"], sign),
+            "paper in interval": verdicts.paper_inside(row["mean"], row["ci95"], number)}
 
 
 def _row(rows: pd.DataFrame, **match):
@@ -678,14 +680,14 @@ def claims(table: pd.DataFrame) -> pd.DataFrame:
     vgg, grown, budget = effects(table, "vgg"), expansion_effects(table), budget_effects(table)
     rows = [_claim("RReg", f"VGG-16-BN degree {LOW_DEGREE}: RReg minus Random",
                    _row(vgg, criterion="RReg", degree=LOW_DEGREE),
-                   f"{paper_vgg_effect('rreg', LOW_DEGREE):+.2f}", 1)]
+                   float(paper_vgg_effect("rreg", LOW_DEGREE)), 1)]
     rows += [_claim("expansion", f"VGG-16-BN degree {d}: most minus least expanding mask",
                     _row(grown, degree=d), "rising", 1) for d in PAPER_VGG]
     (_, _, sparse_acc), (_, _, dense_acc) = PAPER_BUDGET
     deep = _row(budget, criterion="RReg")
     rows.append(_claim("RReg", "same budget: " + (deep["comparison"] if deep is not None
                                                    else "deep sparse minus shallow dense"),
-                       deep, f"{sparse_acc - dense_acc:+.2f}", 1))
+                       deep, float(sparse_acc - dense_acc), 1))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 

@@ -90,6 +90,22 @@ def glue_effects(effects: pd.DataFrame, label: str | tuple[str, ...] | None = "m
     return keys
 
 
+def glue_directions(effects: pd.DataFrame, prefix: str, column: str = "sparsity %") -> None:
+    """Glue, at the lowest and the highest value of ``column`` in ``effects`` (the same
+    on a grid of one), how many rows there are and how many read *higher* or *lower*
+    (``direction``), under ``slug(prefix, "lowest" | "highest")`` + ``_rows`` /
+    ``_higher`` / ``_lower``, and that value itself: keys the prose can quote whatever
+    the grid."""
+    for end, pick in (("lowest", min), ("highest", max)):
+        at = effects[effects[column] == pick(effects[column])]
+        words = [direction(m, h) for m, h in zip(at["mean"], at["ci95"], strict=True)]
+        key = slug(prefix, end)
+        glue_number(key, at[column].iloc[0])
+        glue_number(f"{key}_rows", len(at))
+        glue_number(f"{key}_higher", words.count("higher"))
+        glue_number(f"{key}_lower", words.count("lower"))
+
+
 def short_layer_name(name: str) -> str:
     """``layer2.0.conv1.weight`` -> ``layer2.0.conv1``."""
     return name.removesuffix(".weight")

@@ -99,10 +99,20 @@ def paper_sign(criterion: str, material: str, reference: str, sparsity_pct: floa
                           effect_sign(effect))
 
 
+def paper_inside(mean: float, half_width: float, paper: float) -> str | None:
+    """Whether the paper's effect lies in our interval (``"yes"``/``"no"``; None where the
+    paper gives no number or we have no interval): a verdict judges the sign, this the
+    size."""
+    if any(math.isnan(x) for x in (mean, half_width, paper)):
+        return None
+    return "yes" if abs(paper - mean) <= half_width else "no"
+
+
 def with_paper(effect_rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     """``effects`` rows with the paper's effect beside ours (``paper effect``), the sign it
-    claims (``sign``: Figure 4's where it gives no number) and a verdict for each
-    (``verdict``)."""
+    claims (``sign``: Figure 4's where it gives no number), a verdict for each
+    (``verdict``) and whether the paper's number lies in our interval (``paper in
+    interval``, ``paper_inside``)."""
     out = effect_rows.copy()
     out["paper effect"] = [paper_effect(c, m, reference, s) for c, m, s in
                            zip(out["criterion"], out["material"], out["sparsity %"],
@@ -112,6 +122,8 @@ def with_paper(effect_rows: pd.DataFrame, reference: str) -> pd.DataFrame:
                  strict=True)]
     out["verdict"] = [verdict(m, h, s) for m, h, s in
                       zip(out["mean"], out["ci95"], signs, strict=True)]
+    out["paper in interval"] = [paper_inside(m, h, p) for m, h, p in
+                                zip(out["mean"], out["ci95"], out["paper effect"], strict=True)]
     out["sign"] = signs
     return out
 
@@ -184,6 +196,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                          "count": int(row["count"]) if row is not None else 0,
                          "paper": "worse" if math.isnan(paper) else f"{paper:+.2f}",
                          "verdict": row["verdict"] if row is not None else "unresolved",
+                         "paper in interval": None if row is None else row["paper in interval"],
                          "sign": paper_sign(crit, material, "images", sparsity, paper),
                          "decisive": (crit, material, sparsity) in decisive})
         if claim == "C1":
@@ -303,7 +316,9 @@ def report(rows: pd.DataFrame, label: str | tuple[str, ...] | None = "material",
            prefix: str = "") -> None:
     """What a chapter shows of an ``effects`` (or ``with_paper``) table: the intervals
     against the margin, the table itself, and its numbers glued for the prose
-    (``plots.glue_effects`` keys)."""
+    (``plots.glue_effects`` keys; for a ``with_paper`` table also ``paper_numbers``, the
+    rows where the paper gives a number, and ``paper_outside``, those whose interval
+    excludes it, led by ``prefix``)."""
     import matplotlib.pyplot as plt
     from IPython.display import display
 
@@ -314,3 +329,7 @@ def report(rows: pd.DataFrame, label: str | tuple[str, ...] | None = "material",
     plt.show()
     display(shown(rows))
     plots.glue_effects(rows, label=label, prefix=prefix)
+    if "paper in interval" in rows:
+        inside = rows["paper in interval"]
+        plots.glue_number(plots.slug(prefix, "paper_numbers"), int(inside.notna().sum()))
+        plots.glue_number(plots.slug(prefix, "paper_outside"), int((inside == "no").sum()))

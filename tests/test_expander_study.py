@@ -328,13 +328,15 @@ def test_budget_effects_and_table(table):
 def test_claims_rows_columns_and_verdicts(table):
     rows = es.claims(table)
     assert list(rows.columns) == ["claim", "criterion", "material", "sparsity %", "mean",
-                                  "ci95", "count", "paper", "verdict", "sign", "decisive"]
+                                  "ci95", "count", "paper", "verdict", "paper in interval",
+                                  "sign", "decisive"]
     assert (rows["claim"] == "C4").all() and len(rows) == 1 + 4 + 1
     low, budget = rows.iloc[0], rows.iloc[-1]
     mean, half = t95([3.0, 4.0, 3.5])
     assert (low["criterion"], low["paper"], low["count"]) == ("RReg", "+1.21", 3)
     assert (low["mean"], low["ci95"], low["sparsity %"]) == pytest.approx((mean, half, 97.1))
     assert low["verdict"] == "supported" and low["sign"] == 1 and not rows["decisive"].any()
+    assert low["paper in interval"] == "no"  # +1.21 is below 3.5 - 1.24
     assert (budget["paper"], budget["sparsity %"]) == ("+2.65", pytest.approx(87.3))
     assert budget["verdict"] == verdicts.verdict(*t95(np.subtract(*BUDGET.values())), 1)
     untrained = rows[rows["material"].str.contains("degree 60|degree 30|degree 15")]
@@ -342,6 +344,7 @@ def test_claims_rows_columns_and_verdicts(table):
     assert (untrained["verdict"] == "unresolved").all()
     grown = rows[rows["material"].str.startswith("VGG-16-BN degree 3: most")].iloc[0]
     assert grown["paper"] == "rising" and grown["count"] == 3
+    assert grown["paper in interval"] is None  # a claim without a number
 
 
 def test_claims_of_an_empty_store_are_unresolved():

@@ -480,6 +480,8 @@ def test_with_paper_signs_and_verdicts():
     paper = out["paper effect"].tolist()
     assert paper[0] == pytest.approx(3.06) and paper[2] == pytest.approx(-1.74)
     assert all(math.isnan(p) for p in paper[3:7])
+    # +3.06 lies in 3 +- 1, not in -3 +- 1; -1.74 not in -3 +- 1; no number, no interval
+    assert out["paper in interval"].tolist() == ["yes", "no", "no", *[None] * 5]
     assert len(rows.columns) == 5  # the input is left as it was
 
 
@@ -1076,7 +1078,8 @@ def test_tables_of_no_records(grids):
         assert effects.empty and list(effects.columns) == EFFECT_COLUMNS
         judged = V.with_paper(effects, "images")
         assert judged.empty
-        assert list(judged.columns) == [*EFFECT_COLUMNS, "paper effect", "verdict", "sign"]
+        assert list(judged.columns) == [*EFFECT_COLUMNS, "paper effect", "verdict",
+                                        "paper in interval", "sign"]
         against = E.effects(table, ("random", "random (uniform)"))
         assert against.empty
         assert list(against.columns) == ["check", "sparsity %", "epochs", "arm", "mean",

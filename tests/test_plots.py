@@ -99,6 +99,20 @@ def test_direction_follows_the_interval(mean, half, word):
     assert plots.direction(mean, half) == word
 
 
+def test_glue_directions_counts_each_end_of_the_grid(glued):
+    plots.glue_directions(EFFECTS, "vs")
+    values = {k: v for k, v, _ in glued}
+    # 90 %: one row, [-0.5, 4.5]; 95 %: one pair (no interval) and one lower, [-5.5, -4.5]
+    assert (values["vs_lowest"], values["vs_lowest_rows"]) == (90, 1)
+    assert (values["vs_lowest_higher"], values["vs_lowest_lower"]) == (0, 0)
+    assert (values["vs_highest"], values["vs_highest_rows"]) == (95, 2)
+    assert (values["vs_highest_higher"], values["vs_highest_lower"]) == (0, 1)
+    glued.clear()
+    plots.glue_directions(EFFECTS.iloc[1:], "one")  # a grid of one sparsity: both ends
+    values = {k: v for k, v, _ in glued}
+    assert values["one_lowest"] == values["one_highest"] == 95
+
+
 def test_glue_effects_without_verdict_with_label_and_prefix(glued):
     arms = EFFECTS.drop(columns=["criterion", "material", "verdict"]).assign(
         arm=["SNIP: DOP", "GraSP: stitching σ=0.5", "SNIP: all-ones (BN eval)"])
