@@ -65,8 +65,9 @@ P, runs, table = experiments.chapter("ablations", profile, model_name, seeds, de
 # train: the all-ones arm in the criterion's own mode is the paper's ablation, the other
 # mode shows how much of it BatchNorm decides.
 # The record holds {glue:text}`runs:d` of the {glue:text}`planned_runs:d` runs this chapter
-# plans, and {glue:text}`extra_runs:d` more seeds of cells whose verdict needed them; a row
-# none of whose runs is in it yet shows n = 0 and no accuracy.
+# plans, and {glue:text}`extra_runs:d` more seeds of its cells (added by the stopping
+# rule, or run by another chapter with the same settings); a row none of whose runs is in
+# it yet shows n = 0 and no accuracy.
 
 # %%
 summary = experiments.summary(table, runs)

@@ -63,13 +63,15 @@ P, runs, table = experiments.chapter("dop_sparsity", profile, model_name, seeds,
 # ## Accuracy against sparsity
 #
 # Each point is the mean over seeds with its 95 % t-interval; the dashed line is the dense
-# network. The table beside it gives the same numbers with the paper's (ResNet-50 on
-# ImageNet, 120 epochs, one run), and the diagnostics of the masks: empty layers, the
+# network. The table below it gives the same numbers with the paper's (ResNet-50 on
+# ImageNet, 120 epochs, one run), the examples each criterion was fed (*samples*: as in
+# the paper, GraSP three times SNIP's) and the diagnostics of the masks: empty layers, the
 # sparsest layer's density and the share of kept weights in the last stage, each the worst
 # over seeds.
 # The record holds {glue:text}`runs:d` of the {glue:text}`planned_runs:d` runs this chapter
-# plans, and {glue:text}`extra_runs:d` more seeds of cells whose verdict needed them; a row
-# none of whose runs is in it yet shows n = 0 and no accuracy.
+# plans, and {glue:text}`extra_runs:d` more seeds of its cells (added by the stopping
+# rule, or run by another chapter with the same settings); a row none of whose runs is in
+# it yet shows n = 0 and no accuracy.
 
 # %%
 summary = experiments.summary(table, runs)
@@ -122,14 +124,14 @@ verdicts.report(dop)
 # fed. To see what the draw alone does, one initial network (seed 0) is pruned at 90 % by
 # each criterion fed independent draws of images and of DOP, and trained each time with
 # the same batches; the standard deviation of accuracy over these draws stands beside the
-# one over seeds, and *draw share* is the ratio of their variances (draws over seeds).
+# one over seeds, and *variance ratio* is the ratio of their variances (draws over seeds).
 
 # %%
 draw_runs, draw_table = experiments.record_table("material_draws", P, model_name, draws, draws,
                                                  compute=compute, workers=workers)
 spread = experiments.draw_spread(draw_table, table, draw_runs)
 plots.glue_number("material_draws", spread["draws"].min() if len(spread) else 0)
-plots.glue_rows(spread, ["criterion", "material"], "draw share", "draw_share")
+plots.glue_rows(spread, ["criterion", "material"], "variance ratio", "draw_share")
 display(experiments.shown(spread))
 
 # %% [markdown]
@@ -159,14 +161,20 @@ display(experiments.shown(spread))
 # %%
 ordering = experiments.effects(table, ("random", "random (uniform)"), runs)
 verdicts.report(ordering, label="arm", prefix="vs_random")
+plots.glue_directions(ordering, "vs_random")
 
 # %% [markdown]
-# A negative row means that on this budget a criterion (fed images or DOP) does worse than
-# keeping weights at random: the criteria have not yet paid off after
-# {glue:text}`epochs:d` epochs of training, and the material comparison above is made in a
-# regime unlike the paper's. Does a longer schedule restore the published ordering? The
-# same three arms at 90 %, trained for {glue:text}`budget_epochs` epochs (the same recipe,
-# stretched), {glue:text}`budget_seeds:d` seeds planned for each:
+# At {glue:text}`vs_random_lowest:g` % sparsity, {glue:text}`vs_random_lowest_higher:d` of
+# the {glue:text}`vs_random_lowest_rows:d` rows lie measurably above the uniform random
+# mask and {glue:text}`vs_random_lowest_lower:d` below; at {glue:text}`vs_random_highest:g` %,
+# {glue:text}`vs_random_highest_higher:d` above and {glue:text}`vs_random_highest_lower:d`
+# below. A row below zero means that on this budget a criterion (fed images or DOP) does
+# worse than keeping weights at random: it has not paid off after {glue:text}`epochs:d`
+# epochs of training, and a material comparison in that cell is made in a regime unlike
+# the paper's; a row above zero, that it has. Does a longer schedule restore the
+# published ordering? The same three arms at 90 %, trained for
+# {glue:text}`budget_epochs` epochs (the same recipe, stretched),
+# {glue:text}`budget_seeds:d` seeds planned for each:
 
 # %%
 budget_runs, budget = experiments.record_table("budget", P, model_name, seeds=budget_seeds,

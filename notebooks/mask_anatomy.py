@@ -60,7 +60,7 @@ workers: Optional[int] = None  # training processes; None: the profile's (2; smo
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from opai_lib import anatomy, config, experiments, parameters, plots, verdicts
+from opai_lib import anatomy, config, experiments, parameters, plots, study, verdicts
 
 parameters.check(globals())
 plots.setup_style()
@@ -256,12 +256,19 @@ display(experiments.shown(eff, digits=2))
 #   collapse columns), and then it measures a cut network instead.
 #
 # They found that shuffling and reinitialising cost SNIP and GraSP little, that is, these
-# criteria at initialisation choose layer densities rather than weights. (Synaptic-Flow's
-# shuffle, copied by later baselines, changes nothing: its shuffled mask is assigned to a
-# local name and dropped. Here the shuffled mask is what is trained, and a test checks it
-# differs.) Each of SNIP's masks (fed images, DOP) and GraSP's (images, DOP, stitching at
-# σ = 0.5) is trained at {glue:text}`check_sparsities` as chosen and after each check,
-# {glue:text}`check_seeds:d` paired seeds; every row is the check minus the mask as chosen.
+# criteria at initialisation choose layer densities rather than weights. (The shuffle in
+# SynFlow's public code {cite}`tanaka2020synflow`, `Pruner.shuffle` in
+# ganguli-lab/Synaptic-Flow, changes nothing: it assigns the shuffled mask to a local name
+# and drops it. Here the shuffled mask is what is trained, and a test checks it differs.)
+# Each of SNIP's masks (fed images, DOP) and GraSP's (images, DOP, stitching at σ = 0.5) is
+# trained at {glue:text}`check_sparsities` as chosen and after each check,
+# {glue:text}`check_seeds:d` paired seeds, with the profile's recipe
+# ({glue:text}`check_epochs:d` epochs, {glue:text}`check_train_per_class:,d` training
+# images per class, one thread per run on {glue:text}`check_cpus`); every row is the check
+# minus the mask as chosen. The collapse columns of the last table are the worst over each
+# row's seeds, and the mask as chosen has more seeds than its checks (its runs serve the
+# accuracy chapters too), so its worst case can differ from the shuffled mask's although
+# shuffling keeps every layer's count.
 # If the shuffled DOP mask trains as well as the DOP mask, whatever DOP changes, it changes
 # through layer densities.
 
@@ -272,6 +279,10 @@ check_effects = experiments.check_effects(checks, check_runs)
 verdicts.report(check_effects, label=("material", "check"), prefix="check")
 plots.glue_number("check_seeds", int(check_effects["count"].max()) if len(check_effects) else 0)
 plots.glue_text("check_sparsities", plots.percents(r.sparsity for r in check_runs))
+plots.glue_number("check_epochs", P.recipe.epochs)
+train_set = study.profile_data(P)[0]
+plots.glue_number("check_train_per_class", len(train_set) // train_set.num_classes)
+plots.glue_text("check_cpus", experiments.machines(checks))
 collapsed, collapsed_kept = experiments.collapsed_counts(checks)
 plots.glue_number("check_collapsed", collapsed)
 plots.glue_number("check_collapsed_kept", collapsed_kept)

@@ -60,8 +60,9 @@ P, runs, table = experiments.chapter("super_stitching", profile, model_name, see
 # paper's number where it ran the same arm (GraSP on ResNet-50 / ImageNet, one run), and
 # the diagnostics of the masks.
 # The record holds {glue:text}`runs:d` of the {glue:text}`planned_runs:d` runs this chapter
-# plans, and {glue:text}`extra_runs:d` more seeds of cells whose verdict needed them; a row
-# none of whose runs is in it yet shows n = 0 and no accuracy.
+# plans, and {glue:text}`extra_runs:d` more seeds of its cells (added by the stopping
+# rule, or run by another chapter with the same settings); a row none of whose runs is in
+# it yet shows n = 0 and no accuracy.
 
 # %%
 summary = experiments.summary(table, runs)

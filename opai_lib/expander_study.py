@@ -448,9 +448,17 @@ def expansion_table(table: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"arm": "generator"})
 
 
-def most_expanding(expansion: pd.DataFrame) -> pd.Series:
-    """Per degree, the generator of ``expansion_table`` whose masks expand most (sampled)."""
-    best = expansion.loc[expansion.groupby("degree", sort=False)["expansion"].idxmax()]
+MEASURES = {"expansion": "max", "sigma2 / bound": "min"}  # which end expands best
+
+
+def most_expanding(expansion: pd.DataFrame, measure: str = "expansion") -> pd.Series:
+    """Per degree, the generator of ``expansion_table`` whose masks expand most by
+    ``measure``: the largest sampled expansion, or the smallest sigma_2 / Ramanujan
+    bound (the two need not agree)."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure={measure!r}; allowed: {sorted(MEASURES)}")
+    by = expansion.groupby("degree", sort=False)[measure]
+    best = expansion.loc[by.idxmax() if MEASURES[measure] == "max" else by.idxmin()]
     return best.set_index("degree")["generator"]
 
 

@@ -512,7 +512,7 @@ def draw_spread(draws: pd.DataFrame, seeds: pd.DataFrame, planned: list[Run] | N
     ``draws`` (runs of ``material_draws``: one network, each seed a new draw), the standard
     deviation of accuracy over draws beside that over seeds in ``seeds`` (a chapter's runs
     of the same cells: each seed a new network *and* draw), with their counts and the
-    draw's share of the seed variance (var over draws / var over seeds). With ``planned``
+    ratio of the variances (``variance ratio``: over draws / over seeds). With ``planned``
     (the draws' grid), every planned cell has a row, with 0 draws where none has run."""
     def spread(runs, sd, n):
         return study.table(runs, CELL, "accuracy %")[[*CELL, "std", "count"]].rename(
@@ -524,7 +524,7 @@ def draw_spread(draws: pd.DataFrame, seeds: pd.DataFrame, planned: list[Run] | N
     out = out.merge(spread(seeds, "sd over seeds", "seeds"), on=CELL, how="left")
     for n in ("draws", "seeds"):
         out[n] = pd.to_numeric(out[n]).fillna(0).astype(int)
-    out["draw share"] = out["sd over draws"] ** 2 / out["sd over seeds"] ** 2
+    out["variance ratio"] = out["sd over draws"] ** 2 / out["sd over seeds"] ** 2
     return ordered(out, CELL)
 
 

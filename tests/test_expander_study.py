@@ -403,6 +403,19 @@ def test_expansion_table_means_over_seeds(table):
     assert es.most_expanding(exp.reset_index()).to_dict() == {3: "RReg"}
 
 
+def test_most_expanding_by_either_measure():
+    exp = pd.DataFrame({"degree": [3, 3, 15, 15], "generator": ["Random", "RReg"] * 2,
+                        "expansion": [1.0, 2.0, 3.0, 2.5],
+                        "sigma2 / bound": [0.9, 0.8, 0.5, 0.7]})
+    assert es.most_expanding(exp).to_dict() == {3: "RReg", 15: "Random"}
+    # sigma_2 over the bound: smaller is the better expander
+    assert es.most_expanding(exp, "sigma2 / bound").to_dict() == {3: "RReg", 15: "Random"}
+    exp["sigma2 / bound"] = [0.7, 0.8, 0.5, 0.4]  # the spectral order disagrees
+    assert es.most_expanding(exp, "sigma2 / bound").to_dict() == {3: "Random", 15: "RReg"}
+    with pytest.raises(ValueError, match="measure='sigma2'"):
+        es.most_expanding(exp, "sigma2")
+
+
 def test_tables_of_a_partial_store(table):
     """Cells whose reference arm has no run yet give no effect row, not an error."""
     partial = table[~table["arm"].isin(["random", "dense"])]

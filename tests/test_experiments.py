@@ -1037,16 +1037,17 @@ def test_draw_spread_against_the_seed_spread():
     out = E.draw_spread(draws, seeds).set_index("criterion")
     assert out.loc["SNIP", "sd over draws"] == pytest.approx(2.0)
     assert out.loc["SNIP", "sd over seeds"] == pytest.approx(np.std([50, 54, 58, 62], ddof=1))
-    assert out.loc["SNIP", "draw share"] == pytest.approx(4.0 / np.var([50, 54, 58, 62], ddof=1))
+    assert out.loc["SNIP", "variance ratio"] == pytest.approx(
+        4.0 / np.var([50, 54, 58, 62], ddof=1))
     assert (out.loc["SNIP", "draws"], out.loc["SNIP", "seeds"]) == (3, 4)
     # no seed runs of GraSP: no share, not an error
-    assert out.loc["GraSP", "seeds"] == 0 and math.isnan(out.loc["GraSP", "draw share"])
+    assert out.loc["GraSP", "seeds"] == 0 and math.isnan(out.loc["GraSP", "variance ratio"])
     assert out.loc["GraSP", "sd over draws"] == 0.0
     # planned but not run: a row with no draws, NaN spread
     planned = E.EXPERIMENTS["material_draws"].runs(CPU)
     empty = E.draw_spread(draws.iloc[:0], seeds, planned)
     assert len(empty) == 4 and (empty["draws"] == 0).all()
-    assert empty["draw share"].isna().all()
+    assert empty["variance ratio"].isna().all()
     assert empty.set_index(["criterion", "material"]).loc[("SNIP", "DOP"), "seeds"] == 4
 
 
