@@ -614,7 +614,7 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     train_set, _ = study.profile_data(P)
     hours = table["seconds"].sum() / 3600 if len(table) else 0.0
     done = int(table["key"].isin({r.config.key() for r in runs}).sum()) if len(table) else 0
-    print(f"profile {P.name}: {P.dataset} ({len(train_set)} training images), {model}, "
+    print(f"profile {P.name}: {train_set.name} ({len(train_set)} training images), {model}, "
           f"{P.recipe.epochs} epochs in {P.recipe.precision}\n"
           f"{done} of the {len(runs)} planned runs in the store and {len(table) - done} more "
           f"seeds of its cells, read or computed in {time.perf_counter() - t0:.0f} s\n"
