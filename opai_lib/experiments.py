@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -301,9 +301,15 @@ def anatomy_arms(profile: Profile) -> list[Arm]:
             + _criterion_arms("grasp", grasp_n, GraspOptions, ANATOMY_LABELS))
 
 
-# The paper's all-ones ablation: constant inputs in each criterion's own BatchNorm mode.
+# The all-ones ablation in each criterion's own BatchNorm mode (its official code's): the
+# decisive cells of the ablations.
 OWN_ALL_ONES = {"SNIP": f"all-ones (BN {SnipOptions().bn_mode})",
                 "GraSP": f"all-ones (BN {GraspOptions().bn_mode})"}
+# The all-ones arms the paper's claim may mean. It ran both criteria through the official
+# GraSP code, which scores in GraSP's mode and has no SNIP of its own, so the mode of the
+# paper's SNIP is not stated: SNIP is judged in both modes, GraSP in its own.
+PAPER_ALL_ONES = (("SNIP", OWN_ALL_ONES["SNIP"]), ("SNIP", OWN_ALL_ONES["GraSP"]),
+                  ("GraSP", OWN_ALL_ONES["GraSP"]))
 
 
 EXPERIMENTS = {
@@ -440,6 +446,26 @@ def summary(runs: pd.DataFrame, planned: list[Run] | None = None) -> pd.DataFram
     return ordered(out, CELL)
 
 
+def thinnest_last_stage(summary_rows: pd.DataFrame, reference: str = "images") -> dict:
+    """The masked cell of a ``summary`` whose worst seed keeps the smallest share of its
+    weights in the last stage: the most reshaped network the table trains (``arm``, in
+    words), its share, its sparsest layer and the ``reference`` material's last-stage share
+    at the same criterion and sparsity (NaN where that cell has none; every number NaN
+    where no cell has a share yet)."""
+    masked = summary_rows[(summary_rows["criterion"] != "dense")
+                          & summary_rows["last stage % (min)"].notna()]
+    if masked.empty:
+        return {"arm": "no masked cell yet", "last stage %": math.nan,
+                "sparsest layer %": math.nan, "reference last stage %": math.nan}
+    row = masked.loc[masked["last stage % (min)"].idxmin()]
+    ref = masked[(masked["criterion"] == row["criterion"]) & (masked["material"] == reference)
+                 & (masked["sparsity %"] == row["sparsity %"])]["last stage % (min)"]
+    return {"arm": f"{row['criterion']} fed {row['material']} at {row['sparsity %']:g} %",
+            "last stage %": row["last stage % (min)"],
+            "sparsest layer %": row["sparsest layer % (min)"],
+            "reference last stage %": ref.iloc[0] if len(ref) else math.nan}
+
+
 def _against(runs: pd.DataFrame, by: list[str], vary: str, reference: str, cells
              ) -> pd.DataFrame:
     """``study.paired_differences`` of accuracy: each ``vary`` setting minus ``reference``
@@ -528,15 +554,17 @@ def draw_spread(draws: pd.DataFrame, seeds: pd.DataFrame, planned: list[Run] | N
     return ordered(out, CELL)
 
 
-def gap_growth(runs: pd.DataFrame, materials: dict[str, str], reference: str, low: float,
-               high: float) -> pd.DataFrame:
-    """Does the gap of a material to ``reference`` widen from sparsity ``low`` to ``high``
-    (in %)? For each criterion and its material in ``materials``, per seed: (material -
-    reference at ``high``) - (the same at ``low``), over the seeds with all four runs;
-    mean, 95 % half-width, n and the per-seed values (n = 0 and NaN where no seed has
-    all four yet)."""
+def gap_growth(runs: pd.DataFrame, materials: Mapping[str, str] | Sequence[tuple[str, str]],
+               reference: str, low: float, high: float) -> pd.DataFrame:
+    """How does a material's difference from ``reference`` change from sparsity ``low`` to
+    ``high`` (in %)? For each (criterion, material) of ``materials`` (a mapping or pairs),
+    per seed: (material - reference at ``high``) - (the same at ``low``), over the seeds
+    with all four runs; mean, 95 % half-width, n and the per-seed values (n = 0 and NaN
+    where no seed has all four yet). Negative: the material falls further behind, or its
+    lead shrinks, as sparsity grows."""
     out = []
-    for crit, material in materials.items():
+    pairs = materials.items() if isinstance(materials, Mapping) else materials
+    for crit, material in pairs:
         cells = runs[(runs["criterion"] == crit) & runs["material"].isin([material, reference])
                      & runs["sparsity %"].isin([low, high])]
         wide = cells.pivot_table(index="seed", columns=["material", "sparsity %"],
@@ -632,8 +660,9 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
 SHOWN = {"criterion": "criterion", "material": "material", "sparsity %": "sparsity %",
          "samples": "samples", "rounds": "rounds", "count": "n", "mean": "accuracy %",
          "ci95": "± 95 %",
-         "paper %": "paper %", "empty layers (max)": "empty layers",
-         "sparsest layer % (min)": "sparsest layer %", "last stage % (min)": "last stage %",
+         "paper %": "paper %", "empty layers (max)": "empty layers (worst)",
+         "sparsest layer % (min)": "sparsest layer % (worst)",
+         "last stage % (min)": "last stage % (worst)",
          "paper effect": "paper", "verdict": "verdict", "arm": "arm", "claim": "claim",
          "paper": "paper", "ci over looks": "± over looks"}
 HIDDEN = ("per_seed", "std", "decisive", "key", "cpu", "seconds", "seed", "sign")
@@ -658,7 +687,7 @@ def shown(rows: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     table = rows[[c for c in rows.columns if c not in hidden]].rename(columns=names)
     table = table.round(digits)
     plain = [c for c in ("sparsity %", "epochs", "samples", "rounds", "n", "empty layers",
-                         "draws", "seeds")
+                         "empty layers (worst)", "draws", "seeds")
              if c in table]
     return table.style.hide(axis="index").format(precision=digits, na_rep="–").format(
         "{:g}", subset=plain, na_rep="–")

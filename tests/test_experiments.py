@@ -499,12 +499,16 @@ def test_with_paper_judges_figure_4_against_dop():
 
 
 def test_paper_sign_reads_figure_4_against_its_reference():
+    # the paper ran both criteria through GraSP's code: GraSP in train mode, SNIP's mode
+    # unknown, so SNIP's all-ones is claimed worse in both modes, GraSP's in train only
+    claimed = {("SNIP", "eval"): -1, ("SNIP", "train"): -1, ("GraSP", "train"): -1,
+               ("GraSP", "eval"): 0}
     for crit in ("SNIP", "GraSP"):
-        own, other = (("eval", "train") if crit == "SNIP" else ("train", "eval"))
         for pct in (60, 80, 90, 95):
-            for ref in ("images", "DOP"):  # worse than both, in the paper's own mode
-                assert V.paper_sign(crit, f"all-ones (BN {own})", ref, pct, math.nan) == -1
-                assert V.paper_sign(crit, f"all-ones (BN {other})", ref, pct, math.nan) == 0
+            for ref in ("images", "DOP"):  # worse than both
+                for mode in ("eval", "train"):
+                    assert V.paper_sign(crit, f"all-ones (BN {mode})", ref, pct,
+                                        math.nan) == claimed[crit, mode]
             assert V.paper_sign(crit, "one patch", "DOP", pct, math.nan) == -1
             assert V.paper_sign(crit, "one patch", "images", pct, math.nan) == 0  # no claim
         # random segments: "similar" to DOP at lower sparsity, worse at higher
@@ -513,7 +517,7 @@ def test_paper_sign_reads_figure_4_against_its_reference():
         assert signs == [0, 0, -1, -1]
     assert V.paper_sign("SNIP", "all-ones (BN eval)", "images", 98, math.nan) == 0  # not run
     assert V.paper_sign("GraSP", "DOP", "images", 95, -1.74) == -1  # Table 1's own sign
-    assert len(V.PAPER_SIGN) == 2 * 2 * 4 + 2 * 2 + 2 * 4  # all-ones, segments, one patch
+    assert len(V.PAPER_SIGN) == 3 * 2 * 4 + 2 * 2 + 2 * 4  # all-ones, segments, one patch
 
 
 # ---------------------------------------------------------------------------------------
@@ -807,6 +811,17 @@ def test_gap_growth_own_all_ones():
     assert out.loc["GraSP", "mean"] == pytest.approx(-1.0)
 
 
+def test_gap_growth_takes_pairs_of_one_criterion_in_two_modes():
+    snip = {("images", 90): [60, 60], ("images", 95): [40, 40],
+            ("all-ones (BN eval)", 90): [55, 56], ("all-ones (BN eval)", 95): [30, 29],
+            ("all-ones (BN train)", 90): [65, 66], ("all-ones (BN train)", 95): [44, 43]}
+    out = E.gap_growth(runs_table(cells("SNIP", snip)), E.PAPER_ALL_ONES, "images", 90, 95)
+    assert list(zip(out["criterion"], out["material"], strict=True)) == list(E.PAPER_ALL_ONES)
+    # BN train leads images by 5 and 6 at 90 %, by 4 and 3 at 95 %: the lead shrinks, -1, -3
+    assert out["per_seed"].iloc[1] == pytest.approx([-1.0, -3.0])
+    assert out["count"].tolist() == [2, 2, 0]  # no GraSP runs
+
+
 def test_gap_growth_on_no_runs():
     out = E.gap_growth(runs_table([]), E.OWN_ALL_ONES, "images", 90, 95)
     assert out["count"].tolist() == [0, 0] and out["mean"].isna().all()
@@ -947,12 +962,30 @@ SUMMARY_ROWS = pd.DataFrame(
              "empty layers (max)", "sparsest layer % (min)", "last stage % (min)", "paper %"])
 
 
+def test_thinnest_last_stage_finds_the_worst_cell_beside_its_reference():
+    rows = pd.DataFrame({
+        "criterion": ["SNIP", "SNIP", "SNIP", "GraSP", "dense"],
+        "material": ["images", "all-ones (BN train)", "all-ones (BN train)", "one patch", "dense"],
+        "sparsity %": [95.0, 95.0, 90.0, 95.0, 0.0],
+        "last stage % (min)": [52.8, 4.95, 20.0, 30.0, math.nan],
+        "sparsest layer % (min)": [1.0, 0.1, 0.5, 0.7, 100.0]})
+    thin = E.thinnest_last_stage(rows)
+    assert thin["arm"] == "SNIP fed all-ones (BN train) at 95 %"
+    assert (thin["last stage %"], thin["sparsest layer %"]) == (4.95, 0.1)
+    assert thin["reference last stage %"] == 52.8
+    alone = E.thinnest_last_stage(rows.iloc[3:])  # no images row for GraSP at 95 %
+    assert alone["arm"] == "GraSP fed one patch at 95 %"
+    assert math.isnan(alone["reference last stage %"])
+    empty = E.thinnest_last_stage(rows.iloc[4:])  # dense only
+    assert empty["arm"] == "no masked cell yet" and math.isnan(empty["last stage %"])
+
+
 def test_shown_summary():
     styled = E.shown(SUMMARY_ROWS)
     assert isinstance(styled, pd.io.formats.style.Styler)
     assert list(styled.data.columns) == [
         "criterion", "material", "sparsity %", "accuracy %", "n", "± 95 %", "samples",
-        "empty layers", "sparsest layer %", "last stage %", "paper %"]
+        "empty layers (worst)", "sparsest layer % (worst)", "last stage % (worst)", "paper %"]
     assert styled.data["accuracy %"].tolist() == [61.26, 80.0]  # rounded to 2 digits
     html = styled.to_html()
     assert "61.26" in html and "2.12" in html and "1.23" in html
@@ -1159,7 +1192,7 @@ def test_claims_judge_each_cell_of_the_papers_claims():
                                            ("stitching σ=0.75", 95): [60, 62, 61, 64]}))
     out = V.claims({"dop_sparsity": dop, "ablations": ablations,
                     "super_stitching": stitching})
-    assert len(out) == 4 + 8 + 2 + 2  # C1 cells, C2 cells, C3 cells, C1 growth rows
+    assert len(out) == 6 + 8 + 2 + 3  # C1 cells, C2 cells, C3 cells, C1 growth rows
     row = out[(out["claim"] == "C2") & (out["criterion"] == "SNIP")
               & (out["sparsity %"] == 90)].iloc[0]
     assert row["mean"] == pytest.approx(4.0) and row["count"] == 3
@@ -1170,10 +1203,14 @@ def test_claims_judge_each_cell_of_the_papers_claims():
     ones = out[(out["claim"] == "C1") & (out["sparsity %"] == 95)
                & (out["criterion"] == "SNIP")].iloc[0]
     assert ones["mean"] == pytest.approx(-20.0) and ones["verdict"] == "supported"
-    growth = out[out["material"].str.contains("gap")].set_index("criterion")
-    assert growth.loc["SNIP", "mean"] == pytest.approx(-10.0)  # wider at 95 %: as claimed
-    assert growth.loc["SNIP", "verdict"] == "supported"
-    assert growth.loc["GraSP", "count"] == 0 and growth.loc["GraSP", "verdict"] == "unresolved"
+    growth = out[out["material"].str.contains("gap")]
+    growth = growth.set_index(["criterion", growth["material"].str.split(":").str[0]])
+    own = ("SNIP", "all-ones (BN eval)")
+    assert growth.loc[own, "mean"] == pytest.approx(-10.0)  # wider at 95 %: as claimed
+    assert growth.loc[own, "verdict"] == "supported"
+    assert growth.loc[own, "paper"] == "falls (negative)"
+    for cell in (("SNIP", "all-ones (BN train)"), ("GraSP", "all-ones (BN train)")):
+        assert growth.loc[cell, "count"] == 0 and growth.loc[cell, "verdict"] == "unresolved"
     missing = out[(out["claim"] == "C3") & (out["material"] == "stitching σ=0.5")].iloc[0]
     assert missing["count"] == 0 and missing["verdict"] == "unresolved"
     sigma = out[(out["claim"] == "C3") & (out["material"] == "stitching σ=0.75")].iloc[0]
@@ -1181,7 +1218,12 @@ def test_claims_judge_each_cell_of_the_papers_claims():
 
     c2 = out[out["claim"] == "C2"].set_index(["criterion", "sparsity %"])["decisive"]
     assert list(c2[c2].index) == [("SNIP", 90), ("SNIP", 95), ("GraSP", 90), ("GraSP", 95)]
-    assert out.loc[out["claim"].isin(["C1", "C3"]), "decisive"].all()  # gap rows too
+    # the own-mode all-ones cells and their gap rows are decisive; SNIP's other mode, which
+    # the paper may have run (PAPER_ALL_ONES), is judged on the planned seeds
+    other = out["material"].str.startswith("all-ones (BN train)") & (out["criterion"] == "SNIP")
+    assert out.loc[out["claim"].isin(["C1", "C3"]) & ~other, "decisive"].all()
+    assert other.sum() == 3 and not out.loc[other, "decisive"].any()
+    assert (out.loc[other, "sign"] == -1).all()
     assert list(out.loc[out["claim"] == "C2", "sign"]) == [1] * 7 + [-1]  # GraSP at 95 %
 
     c4 = pd.DataFrame([{"claim": "C4", "criterion": "RReg", "material": "m", "count": 0,
@@ -1191,9 +1233,10 @@ def test_claims_judge_each_cell_of_the_papers_claims():
     dop_row = tally.loc["DOP"]
     # SNIP all-ones at 90 and 95 %, its gap growth and SNIP DOP at 90 %; GraSP DOP at 95 %
     assert dop_row["supported"] == 4 and dop_row["contradicted"] == 1
-    assert dop_row["cells"] == 16 == dop_row[list(V.VERDICTS)].sum()
-    # SNIP DOP at 60, 80, 95 %, GraSP DOP at 60, 80, 90 %, GraSP all-ones, growth, σ=0.5
-    assert dop_row["no pairs yet"] == 10 == dop_row["unresolved"]
+    assert dop_row["cells"] == 19 == dop_row[list(V.VERDICTS)].sum()
+    # SNIP DOP at 60, 80, 95 %, GraSP DOP at 60, 80, 90 %, GraSP all-ones and SNIP's in
+    # train mode (2 cells and a growth row each), σ=0.5
+    assert dop_row["no pairs yet"] == 13 == dop_row["unresolved"]
     assert tally.loc["expanders"].tolist() == [1, 0, 0, 0, 0, 1, 1]
     with pytest.raises(ValueError, match=r"claims \['C9'\] belong to no paper"):
         V.tally(c4.assign(claim="C9"))
