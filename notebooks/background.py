@@ -13,7 +13,9 @@
 #
 # Pruning at initialisation borrows its ideas from pruning *after* training. This page
 # measures the classic ones on a network everybody can load, the published CIFAR-10
-# ResNet-20 {cite}`he2016resnet`, so that the rest of the book has a reference point.
+# ResNet-20 (the architecture of He et al. {cite}`he2016resnet`, the trained weights of the
+# public repository `akamaster/pytorch_resnet_cifar10`), so that the rest of the book has
+# a reference point.
 #
 # You will see:
 #

@@ -85,8 +85,8 @@ plots.setup_style()
 # therefore prune only the first convolution of each block, whose maps feed nothing but
 # the block's second convolution {cite}`li2017filters`; here, $f$ of those filters in
 # every block, after which the network is retrained. The unstructured rival is global
-# magnitude pruning (previous chapter) of the same trained network, removing exactly as
-# many prunable weights, retrained alike.
+# magnitude pruning ({doc}`pruning_after_training`) of the same trained network, removing
+# exactly as many prunable weights, retrained alike.
 
 # %%
 store = lessons.store_dir(P.name)
@@ -220,7 +220,8 @@ plt.show()
 # speed-up. Accuracy right after pruning should collapse, since nine of
 # every ten maps inside every block are gone, and retraining recovers only part of it:
 # the smaller network has lost capacity, not only its trained state. The unstructured
-# mask of the same size removes nearly 90 % of all prunable weights, where the previous
-# chapter saw the network answer one class for every image before retraining; whatever
+# mask of the same size removes nearly 90 % of all prunable weights, where
+# {doc}`pruning_after_training` saw the network answer one class for every image before
+# retraining; whatever
 # its accuracy, it runs no faster.
 # ```

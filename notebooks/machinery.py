@@ -59,8 +59,11 @@ print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 # trained on the lossless originals pays for it: the published ResNet-20 scores
 # {glue:text}`published_accuracy:.2f` % on the original test set and
 # {glue:text}`jpeg_accuracy:.2f` % on this copy, {glue:text}`jpeg_cost:.1f` points less
-# (measured below, under *The models*). So every number in this book comes from networks
-# trained *and* tested on this copy, and is compared only with other numbers of the book.
+# (measured below, under *The models*). So every network the study trains is trained *and*
+# tested on this copy, and its numbers are compared only with other numbers of the book;
+# the published network, trained on the originals, appears only where a chapter needs a
+# trained network (the background chapters, and concept discovery), and is then scored on
+# this copy too.
 
 # %%
 train_set, test_set = study.run_data(P.dataset, P.train_per_class, P.test_per_class)

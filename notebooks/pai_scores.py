@@ -123,8 +123,9 @@ plots.setup_style()
 # S_{\mathrm{SF}}(\theta) = \theta \odot \frac{\partial R}{\partial \theta} .
 # $$
 #
-# (The code does this on a copy of the network whose biases, BatchNorm parameters and
-# statistics are made non-negative too, with BatchNorm in inference mode; every ReLU then
+# (The code runs the network on the absolute values of all its parameters and statistics,
+# biases and BatchNorm included, passed in as new tensors so that the network itself keeps
+# its signs, with BatchNorm in inference mode; every ReLU then
 # passes its input unchanged.) For the weight from unit $j$ of layer $l-1$ to unit $i$ of
 # layer $l$,
 #
@@ -224,8 +225,8 @@ layers.style.format("{:.4g}", na_rep="")
 # keeps $K$ weights leaves every layer non-empty exactly when $K \ge \max_l r_l$, so a
 # one-shot criterion empties its first layer past the sparsity $1 - \max_l r_l / N$
 # (`collapse.critical_sparsity`; exact unless scores tie). Tanaka et al.
-# {cite}`tanaka2020synflow` call the highest sparsity reached without cutting the network
-# the *critical compression*, and explain why one-shot criteria reach it early. In a chain
+# {cite}`tanaka2020synflow` call the highest sparsity reached without emptying a layer the
+# *critical compression*, and explain why one-shot criteria reach it early. In a chain
 # of ReLU layers with zero biases, every score of the form
 # $\theta \odot \partial R / \partial \theta$, with $R$ any function of the network's
 # output, adds up to the same total over each layer: SynFlow's exactly, SNIP's before its
@@ -406,13 +407,12 @@ glued = plots.glue_all({"draws": draws, "density": 1 - draw_sparsity,
 # between its branch and its shortcut, and the branch, a product of two convolutions with
 # nine times as many weights per output each, carries almost all of it: the shortcut's
 # layer total is a small fraction of $R$ and its weights score low, so expect one-shot
-# SynFlow to empty the shortcuts first, at a moderate sparsity (users of the Synaptic-Flow
-# code reported the same for ResNet-18). Emptying a shortcut does not cut the network, as
-# the branch still carries paths, but a downsampling block no longer has a path around its
-# branch that needs no weight: once neither the branch nor the shortcut of one such block
-# keeps a path, the network is cut. Expect every criterion that empties large last-stage
-# convolutions to cut the network at a lower sparsity than with the parameter-free
-# shortcuts.
+# SynFlow to empty the shortcuts first, at a moderate sparsity. Emptying a shortcut does
+# not cut the network, as the branch still carries paths, but a downsampling block no
+# longer has a path around its branch that needs no weight: once neither the branch nor
+# the shortcut of one such block keeps a path, the network is cut. Expect every criterion
+# that empties large last-stage convolutions to cut the network at a lower sparsity than
+# with the parameter-free shortcuts.
 # ```
 #
 # ```{exercise}

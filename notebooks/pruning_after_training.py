@@ -78,8 +78,9 @@ plots.setup_style()
 # zeroed before every step, so it stays exactly zero. Han et al. repeat prune-and-retrain
 # several times, each step removing part of what is left {cite}`han2015learning`.
 #
-# The trained network here is the published CIFAR-10 ResNet-20 {cite}`he2016resnet` (the
-# same weights as the background chapter). It is evaluated and retrained on the book's
+# The trained network here is the published CIFAR-10 ResNet-20 (He et al.'s architecture
+# {cite}`he2016resnet`, the weights of `akamaster/pytorch_resnet_cifar10`, as in the
+# background chapter). It is evaluated and retrained on the book's
 # CIFAR-10 copy, which is stored as JPEG: the network never saw that compression, so
 # retraining also adapts it to the copy. The *dense control*, the unpruned network
 # retrained by the same recipe, measures that part, and the cost of pruning is read
@@ -238,9 +239,12 @@ plt.show()
 # :class: dropdown
 #
 # With more steps each step removes less, so each drop is smaller and the *mean*
-# instability falls; the exponential shape, which removes the same fraction of the
-# survivors every time, falls most evenly, while the linear shape keeps one large last
-# step (its final step removes most of what is left) and stays less stable. Han et al.'s
+# instability should fall for both shapes. They differ in where the drops fall: the
+# exponential shape removes the same fraction of the survivors every time, so its drops
+# are even; the linear shape removes the same fraction of the *original* weights, gentle
+# steps first and a harsh last one (it removes most of what is left). Which has the
+# smaller mean depends on how fast the drop grows with the fraction removed, so it is a
+# measurement, not a rule: compare the three-step rows of the table above. Han et al.'s
 # practice predicts that more, gentler steps end higher; Bartoldson et al.'s tradeoff
 # predicts that less stable schedules generalise better when enough training follows.
 # With six epochs in all, each step of the six-step schedule retrains for one epoch: if
