@@ -136,15 +136,17 @@ last_stage = [n for n in layers.index if n.startswith("layer3.")]
 ends_denser = [n for n in names
                if min(layers[n].iloc[0], layers[n].iloc[-1]) > layers[n][last_stage].max()]
 print(f"criteria whose first convolution and classifier are both denser than every layer of "
-      f"the last stage: {ends_denser or 'none'}")
+      f"the last stage:\n  {ends_denser or 'none'}")
 print(f"most unequal layer densities: {summary['max / min density'].idxmax()} "
-      f"(max / min = {summary['max / min density'].max():.1f}); "
+      f"(max / min = {summary['max / min density'].max():.1f})\n"
       f"most even: {summary['max / min density'].idxmin()} "
       f"(max / min = {summary['max / min density'].min():.1f})")
 
 # %% [markdown]
-# The criteria agree on direction more than on degree: the data-dependent ones and SynFlow
-# move weights from the large last-stage convolutions to the small layers, and they differ
-# in how strongly they do so (last column of the summary). The chapters that follow ask
+# The criteria printed first keep both ends of the network denser than every convolution
+# of the last stage; that says where the ends stand, not that the whole last stage is
+# thinned (a criterion can still keep one last-stage layer above the overall density, as
+# the layer table shows). They differ most in how unequal they make the layers (last
+# column of the summary). The chapters that follow ask
 # whether feeding the data-dependent criteria other material changes these densities and
 # the accuracy the masks reach after training.

@@ -125,8 +125,9 @@ plt.show()
 
 # %% [markdown]
 # The dense network reaches {glue:text}`dense:.1f` % on the {glue:text}`test_images:d`
-# test images. At {glue:text}`sparsity:.0f` %, the ticket rewound to the initial weights
-# reaches {glue:text}`ticket:.1f` %, {glue:text}`ticket_vs_control` its random
+# test images. In this single seed, at {glue:text}`sparsity:.0f` %, the ticket rewound to
+# the initial weights reaches {glue:text}`ticket:.1f` %, {glue:text}`ticket_vs_control` its
+# random
 # re-initialisation ({glue:text}`control:.1f` %, a difference of
 # {glue:text}`ticket_gain:+.1f` points) and {glue:text}`ticket_vs_dense` the dense
 # network. The ticket rewound to step {glue:text}`rewind_step:d` reaches
