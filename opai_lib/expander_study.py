@@ -384,7 +384,7 @@ def chapter(profile: str, seeds=None, vgg_width=None, resnet_width=None, train_p
           f"{P.recipe.epochs} epochs in {P.recipe.precision}, seeds 0-{s.seeds - 1}\n"
           f"VGG-16-BN width {s.vgg_width}, ResNets width {s.resnet_width}, rreg best of "
           f"{s.best_of}\n{len(done)} of {len({r.config.key() for r in planned})} runs in "
-          f"the store; they took {hours:.1f} CPU-hours on {experiments.machines(done)}")
+          f"the store; they took {hours:.1f} CPU-hours, on\n  {experiments.machines(done)}")
     for key, value in {"seeds": s.seeds, "vgg_width": s.vgg_width,
                        "resnet_width": s.resnet_width, "epochs": P.recipe.epochs,
                        "train_per_class": len(train_set) // train_set.num_classes,

@@ -646,7 +646,7 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
           f"{P.recipe.epochs} epochs in {P.recipe.precision}\n"
           f"{done} of the {len(runs)} planned runs in the store and {len(table) - done} more "
           f"seeds of its cells, read or computed in {time.perf_counter() - t0:.0f} s\n"
-          f"they took {hours:.1f} CPU-hours on {machines(table)}")
+          f"they took {hours:.1f} CPU-hours, on\n  {machines(table)}")
     plots.glue_number("seeds", seeds)
     plots.glue_number("decisive_seeds", decisive_seeds)
     plots.glue_number("runs", done)
