@@ -90,9 +90,12 @@ display(experiments.shown(judged))
 # - **C1, all-ones inputs do worse than images, more so at higher sparsity** (Figure 4): the
 #   paired differences are in {ref}`ablation-effects`, the widening of the gap in
 #   {ref}`ablation-growth`, and the masks behind them (empty layers, the last stage's share)
-#   in {ref}`ablation-table`. The all-ones arm is scored in each criterion's own BatchNorm
-#   mode. That chapter also plans the other mode, random segments and one patch per class
-#   (the last two judged against DOP, as the paper claims them, in {ref}`ablation-vs-dop`);
+#   in {ref}`ablation-table`. The paper ran both criteria through the official GraSP code,
+#   which scores in train mode and has no SNIP, so its SNIP's BatchNorm mode is not stated:
+#   SNIP's all-ones is judged in both modes (eval, its own code's, on the decisive cells'
+#   seeds; train on the planned seeds of every cell), GraSP's in train mode. That chapter
+#   also plans GraSP in eval mode, random segments and one patch per class (the last two
+#   judged against DOP, as the paper claims them, in {ref}`ablation-vs-dop`);
 #   {glue:text}`ablations.ipynb::runs:d` of its {glue:text}`ablations.ipynb::planned_runs:d`
 #   runs are in the record so far, and a row without runs shows n = 0.
 # - **C2, DOP does better than images** (Table 1): {ref}`dop-effects`, with accuracies and
