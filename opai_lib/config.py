@@ -284,11 +284,13 @@ class Profile:
 
 PROFILES = {
     # Seconds per notebook: half the synthetic images (enough for two disjoint blocks of
-    # concept discovery), one epoch of 5 steps, iterative criteria in 5 rounds (FORCE's 60
-    # took 41 s of the criteria chapter), runs in the notebook's process (a pool of two
+    # concept discovery), one epoch of 5 steps, two examples per class fed to a criterion
+    # (GraSP's 3x: 6; with 4, the mask-anatomy chapter took 21-24 s from a cold cache,
+    # with 2, 19 s), iterative criteria in 5 rounds (FORCE's 60 took 41 s of the criteria
+    # chapter), runs in the notebook's process (a pool of two
     # takes about 4 s to start, a smoke run under 1 s). Used by the tests.
     "smoke": Profile("smoke", "synthetic", train_per_class=32, test_per_class=32,
-                     score_per_class=4, width=0.25, seeds=(0,),
+                     score_per_class=2, width=0.25, seeds=(0,),
                      recipe=Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant"),
                      max_rounds=5, workers=1),
     # The default of `make book` and the published record: real CIFAR-10 (JPEG q75), a

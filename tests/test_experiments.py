@@ -295,13 +295,13 @@ def test_all_ones_arms_of_the_ablations(grids):
 
 
 def test_smoke_profile_scales_the_counts():
-    smoke = config.get_profile("smoke")  # score_per_class 4
+    smoke = config.get_profile("smoke")  # score_per_class 2
     per_class = {(a.method, a.label): a.material.per_class for a in E.stitching_arms(smoke)
                  if a.material is not None}
-    assert per_class[("grasp", "images")] == 12
-    assert per_class[("grasp", "stitching σ=0.5")] == 12
-    assert per_class[("grasp", "stitching σ=0.75")] == 4
-    assert per_class[("force", "images")] == 4
+    assert per_class[("grasp", "images")] == 6
+    assert per_class[("grasp", "stitching σ=0.5")] == 6
+    assert per_class[("grasp", "stitching σ=0.75")] == 2
+    assert per_class[("force", "images")] == 2
 
 
 def test_samples():
