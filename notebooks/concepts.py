@@ -26,6 +26,19 @@
 # - Super Stitching images at coverage 0.5 and 0.75 (the paper's Figure 3), and every
 #   material the pruning chapters feed the criteria.
 #
+# The words, in the order the pipeline uses them. The *bottleneck* is one layer of the
+# trained classifier whose activations stand for an image (the printout below names it).
+# ACE (*Automatic Concept-based Explanation*) cuts the images of a class into superpixel
+# *segments* at several scales, embeds each segment by the bottleneck activations of its
+# crop (averaged over positions) and clusters them: a cluster that passes ACE's rules is a
+# *concept*. A *CAV* (concept activation vector) is the unit normal of a linear classifier
+# that separates a concept's activations from those of a *negative set* (here patches of
+# random images). The *TCAV score* of a concept for its class is the fraction of held-out
+# images of the class whose class-logit gradient at the bottleneck points along the CAV:
+# how often moving towards the concept raises the class's score. DOP (*discriminative
+# image patches*, the paper's method) feeds the criteria the segments of each class's top
+# concepts by TCAV score, each on a blank canvas at its original position.
+#
 # The library code is `opai_lib.concepts` (ACE, TCAV, tests) and `opai_lib.materials`.
 
 # %% tags=["parameters"]
