@@ -286,8 +286,8 @@ PROFILES = {
     # Seconds per notebook: half the synthetic images (enough for two disjoint blocks of
     # concept discovery), one epoch of 5 steps, two examples per class fed to a criterion
     # (GraSP's 3x: 6; with 4, the mask-anatomy chapter took 21-24 s from a cold cache,
-    # with 2, 19 s), iterative criteria in 5 rounds (FORCE's 60 took 41 s of the criteria
-    # chapter), runs in the notebook's process (a pool of two
+    # with 2, 19 s, on 2 cores of an AMD EPYC), iterative criteria in 5 rounds (FORCE's
+    # 60 took 41 s of the criteria chapter), runs in the notebook's process (a pool of two
     # takes about 4 s to start, a smoke run under 1 s). Used by the tests.
     "smoke": Profile("smoke", "synthetic", train_per_class=32, test_per_class=32,
                      score_per_class=2, width=0.25, seeds=(0,),

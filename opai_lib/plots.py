@@ -95,12 +95,12 @@ def glue_directions(effects: pd.DataFrame, prefix: str, column: str = "sparsity 
     on a grid of one), how many rows there are and how many read *higher* or *lower*
     (``direction``), under ``slug(prefix, "lowest" | "highest")`` + ``_rows`` /
     ``_higher`` / ``_lower``, and that value itself: keys the prose can quote whatever
-    the grid."""
+    the grid (NaN and zero counts for a table with no rows yet)."""
     for end, pick in (("lowest", min), ("highest", max)):
-        at = effects[effects[column] == pick(effects[column])]
+        at = effects[effects[column] == pick(effects[column])] if len(effects) else effects
         words = [direction(m, h) for m, h in zip(at["mean"], at["ci95"], strict=True)]
         key = slug(prefix, end)
-        glue_number(key, at[column].iloc[0])
+        glue_number(key, at[column].iloc[0] if len(at) else math.nan)
         glue_number(f"{key}_rows", len(at))
         glue_number(f"{key}_higher", words.count("higher"))
         glue_number(f"{key}_lower", words.count("lower"))

@@ -111,6 +111,10 @@ def test_glue_directions_counts_each_end_of_the_grid(glued):
     plots.glue_directions(EFFECTS.iloc[1:], "one")  # a grid of one sparsity: both ends
     values = {k: v for k, v, _ in glued}
     assert values["one_lowest"] == values["one_highest"] == 95
+    glued.clear()
+    plots.glue_directions(EFFECTS.iloc[:0], "none")  # nothing trained yet: no error
+    values = {k: v for k, v, _ in glued}
+    assert math.isnan(values["none_lowest"]) and values["none_highest_rows"] == 0
 
 
 def test_glue_effects_without_verdict_with_label_and_prefix(glued):
