@@ -61,6 +61,7 @@ plots.glue_number("verdict_cells", len(judged))
 plots.glue_number("verdict_min_n", judged["count"].min())
 plots.glue_number("verdict_max_n", judged["count"].max())
 plots.glue_text("cpus", experiments.machines(*tables.values(), expander_runs))
+verdicts.glue_paper_sizes(judged)
 plots.glue_number("gpu_epochs", config.get_profile("cifar-gpu").recipe.epochs)
 display(experiments.shown(judged))
 
@@ -85,7 +86,11 @@ display(experiments.shown(judged))
 # supported and {glue:text}`over_looks_dop_contradicted:d` contradicted under it, against
 # {glue:text}`dop_supported:d` and {glue:text}`dop_contradicted:d` by the plain rule: a
 # verdict that survives does not depend on when the seeds stopped, one that does not is a
-# lean, not a finding. Where each cell comes from:
+# lean, not a finding. A verdict judges the sign; the column *paper in interval* asks
+# about the size: of the {glue:text}`paper_numbers:d` cells where the paper gives a
+# number, our interval excludes it in {glue:text}`paper_outside:d`, so there the paper's
+# difference is not what this budget measures, whatever the sign. Where each cell comes
+# from:
 #
 # - **C1, all-ones inputs do worse than images, more so at higher sparsity** (Figure 4): the
 #   paired differences are in {ref}`ablation-effects`, the widening of the gap in

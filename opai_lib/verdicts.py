@@ -332,6 +332,15 @@ def report(rows: pd.DataFrame, label: str | tuple[str, ...] | None = "material",
     display(shown(rows))
     plots.glue_effects(rows, label=label, prefix=prefix)
     if "paper in interval" in rows:
-        inside = rows["paper in interval"]
-        plots.glue_number(plots.slug(prefix, "paper_numbers"), int(inside.notna().sum()))
-        plots.glue_number(plots.slug(prefix, "paper_outside"), int((inside == "no").sum()))
+        glue_paper_sizes(rows, prefix)
+
+
+def glue_paper_sizes(rows: pd.DataFrame, prefix: str = "") -> None:
+    """Glue, led by ``prefix``, how many rows of a ``with_paper`` (or ``claims``) table
+    have a number from the paper (``paper_numbers``) and in how many our interval excludes
+    it (``paper_outside``): where the sign may agree and the size does not."""
+    from opai_lib import plots
+
+    inside = rows["paper in interval"]
+    plots.glue_number(plots.slug(prefix, "paper_numbers"), int(inside.notna().sum()))
+    plots.glue_number(plots.slug(prefix, "paper_outside"), int((inside == "no").sum()))

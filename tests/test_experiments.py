@@ -1379,6 +1379,8 @@ def test_report_draws_shows_and_glues_an_effect_table(monkeypatch):
     V.report(rows)
     assert glued["snip_dop_90_mean"] == pytest.approx(4.0) and glued["snip_dop_90_n"] == 3
     assert glued["snip_dop_90_verdict"] == "supported" and len(shown) == 1
+    # every pair differs by exactly 4: the interval [4, 4] excludes the paper's +3.06
+    assert (glued["paper_numbers"], glued["paper_outside"]) == (1, 1)
     import matplotlib.pyplot as plt
 
     plt.close("all")
