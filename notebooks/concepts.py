@@ -72,8 +72,8 @@ if any(not 0 <= k < train_set.num_classes for k in shown + stable):
 clf = C.default_classifier(train_set)
 settings = C.default_settings(train_set)
 test = settings.material_test  # the test a concept passes to feed materials: 'null' on cpu
-print(f"profile {P.name}: {train_set.name}, {len(train_set)} training images; classifier "
-      f"{clf.name}, bottleneck {clf.layer}; {torch.get_num_threads()} CPU threads")
+print(f"profile {P.name}: {train_set.name}, {len(train_set)} training images\n"
+      f"classifier {clf.name}, bottleneck {clf.layer}; {torch.get_num_threads()} CPU threads")
 print(settings)
 
 # %% [markdown]

@@ -75,8 +75,9 @@ material = prune.scoring_batches(images, per_class=P.score_per_class, num_batche
 model = models.get_model(model_name, num_classes=images.num_classes, width=P.width, seed=seed)
 n_weights = sum(p.numel() for p in models.prunable(model).values())
 print(f"profile {P.name}: {model_name} (width {P.width}, seed {seed}), {n_weights:,} prunable "
-      f"weights in {len(models.prunable(model))} tensors; material: {len(material[0][1])} "
-      f"{images.name} training images ({P.score_per_class} per class); "
+      f"weights in {len(models.prunable(model))} tensors\n"
+      f"material: {len(material[0][1])} "
+      f"{images.name} training images ({P.score_per_class} per class), "
       f"{torch.get_num_threads()} CPU threads")
 
 # %%

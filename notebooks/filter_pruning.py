@@ -95,8 +95,8 @@ timed = lessons.run(timing, store)  # in this process, after the trainings
 minutes, cpus = lessons.cost([*records, timed])
 train_set, test_set = setting.datasets()
 print(f"profile {P.name}: {model_name} (published weights), retrained for {retrain_epochs} "
-      f"epoch(s) on {len(train_set)} images of {train_set.name}, tested on {len(test_set)}; "
-      f"{len(records) + 1} experiments, {minutes:.1f} CPU-minutes on {cpus}")
+      f"epoch(s) on {len(train_set)} images of {train_set.name}, tested on {len(test_set)}\n"
+      f"{len(records) + 1} experiments, {minutes:.1f} CPU-minutes, on\n  {cpus}")
 table = lessons.filter_table(records[:len(structured)], records[len(structured):], timed)
 display(table.round({"filters removed %": 0, "multiply-adds (M)": 1, "after pruning %": 1,
                      "after retraining %": 1, "ms / batch": 1, "speed-up": 2}))

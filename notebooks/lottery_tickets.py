@@ -97,7 +97,7 @@ plots.glue_all({"model": model_name, "width": setting.width, "train_images": len
                 "rewind_share": early["rewind_step"] / (r.epochs * early["steps_per_epoch"])})
 print(f"profile {P.name}: {model_name} at width {setting.width:g}, {len(train_set)} training "
       f"images of {train_set.name}, {r.epochs} epoch(s) of {early['steps_per_epoch']} steps "
-      f"per training; {len(records)} experiments, {minutes:.1f} CPU-minutes on {cpus}")
+      f"per training\n{len(records)} experiments, {minutes:.1f} CPU-minutes, on\n  {cpus}")
 
 # %% [markdown]
 # Every training here is the profile's recipe: {glue:text}`epochs:d` epochs of

@@ -47,7 +47,7 @@ plots.glue_number("train_per_class", P.train_per_class)
 plots.glue_number("epochs", P.recipe.epochs)
 plots.glue_number("seed_count", len(P.seeds))
 print(f"profile {P.name}: dataset {P.dataset}, {P.train_per_class or 'all'} training images "
-      f"per class, seeds {P.seeds}, recipe {P.recipe}")
+      f"per class, seeds {P.seeds}\nrecipe {P.recipe}")
 print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 
 # %% [markdown]

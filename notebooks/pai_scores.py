@@ -260,7 +260,8 @@ exact = collapse.critical_table(scores, collapse.one_shot_global(arms))
 sizes = {n: p.numel() for n, p in models.prunable(model).items()}
 print(f"profile {P.name}: {model_name} (width {P.width}, seed {seed}), {sum(sizes.values()):,} "
       f"prunable weights in {len(sizes)} layers (from {min(sizes.values())} to "
-      f"{max(sizes.values()):,} weights); material: {len(material[0][1])} {images.name} "
+      f"{max(sizes.values()):,} weights)\n"
+      f"material: {len(material[0][1])} {images.name} "
       f"training images; {len(grid)} sparsities")
 first.join(exact).style.format(lambda v: f"{100 * v:.3f} %" if isinstance(v, float) else v,
                                na_rep="-")

@@ -95,8 +95,8 @@ plots.glue_all({"minutes": minutes, "test_images": len(test_set),
                 "schedule_sparsity": 100 * schedule_sparsity,
                 "schedule_epochs": schedule_epochs})
 print(f"profile {P.name}: {model_name} (published weights), retrained on {len(train_set)} "
-      f"images of {train_set.name}, tested on {len(test_set)}; {len(records)} experiments, "
-      f"{minutes:.1f} CPU-minutes on {cpus}")
+      f"images of {train_set.name}, tested on {len(test_set)}\n"
+      f"{len(records)} experiments, {minutes:.1f} CPU-minutes, on\n  {cpus}")
 
 # %% [markdown]
 # ## Accuracy against sparsity, with and without retraining
