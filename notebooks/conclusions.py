@@ -219,6 +219,9 @@ display(experiments.shown(judged))
 # - {glue:text}`expander_masks.ipynb::seeds:d` seeds per expander cell and
 #   {glue:text}`machinery.ipynb::seed_count:d` in the machinery chapter: differences of a point
 #   or two are not resolved, and the intervals printed on each page say so.
+# - The ablations feed each criterion Table 1's count in every arm (GraSP three times
+#   SNIP's); the paper's ablations fed both criteria the same count, so GraSP's ablation
+#   rows differ from its setting in that too ({doc}`ablations`).
 # - Short schedules on a subset of CIFAR-10, in JPEG: rankings at the full
 #   {glue:text}`gpu_epochs:d`-epoch recipe (`-p profile cifar-gpu`) may differ, and were not
 #   run here (no GPU).
