@@ -248,9 +248,17 @@ stab = pd.DataFrame([{"class": train_set.classes[k],
                       **C.stability([found, other], k, 5, test)} for k in stable])
 stab[["agreement", "chance"]] *= 100  # fractions -> %
 stab = stab.rename(columns={"agreement": "agreement %", "chance": "chance %"})
-print(f"top-5 agreement between two disjoint discovery sets, mean over {len(stable)} "
-      f"classes: {stab['agreement %'].mean():.1f} % (chance {stab['chance %'].mean():.1f} %)")
+plots.glue_number("stability_agreement", stab["agreement %"].mean())
+plots.glue_number("stability_chance", stab["chance %"].mean())
 stab.set_index("class").round({"agreement %": 1, "chance %": 1, "cosine": 2})
+
+# %% [markdown]
+# Over these classes, a top concept's closest match on the disjoint images lands among the
+# other set's top five {glue:text}`stability_agreement:.0f` % of the time, against
+# {glue:text}`stability_chance:.0f` % for a match drawn at random. The further the
+# agreement lies below 100 %, the more a DOP material depends on which images discovery
+# happened to see: one more source of the draw-to-draw spread that {doc}`dop_sparsity`
+# measures on trained networks.
 
 # %% [markdown]
 # ## Random patches or whole images as negatives
