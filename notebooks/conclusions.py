@@ -62,7 +62,6 @@ plots.glue_number("verdict_min_n", judged["count"].min())
 plots.glue_number("verdict_max_n", judged["count"].max())
 plots.glue_text("cpus", experiments.machines(*tables.values(), expander_runs))
 verdicts.glue_paper_sizes(judged)
-plots.glue_number("gpu_epochs", config.get_profile("cifar-gpu").recipe.epochs)
 display(experiments.shown(judged))
 
 # %% [markdown]
@@ -223,8 +222,8 @@ display(experiments.shown(judged))
 #   SNIP's); the paper's ablations fed both criteria the same count, so GraSP's ablation
 #   rows differ from its setting in that too ({doc}`ablations`).
 # - Short schedules on a subset of CIFAR-10, in JPEG: rankings at the full
-#   {glue:text}`gpu_epochs:d`-epoch recipe (`-p profile cifar-gpu`) may differ, and were not
-#   run here (no GPU).
+#   {glue:text}`expander_masks.ipynb::gpu_epochs:d`-epoch recipe (`-p profile cifar-gpu`)
+#   may differ, and were not run here (no GPU).
 # - Identical numbers are expected only on the CPU model, thread count and torch version that
 #   wrote a record; on other machines `make verify` prints the difference beside the
 #   seed-to-seed spread instead.

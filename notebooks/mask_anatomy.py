@@ -60,7 +60,7 @@ workers: Optional[int] = None  # training processes; None: the profile's (2; smo
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from opai_lib import anatomy, config, experiments, parameters, plots, study, verdicts
+from opai_lib import anatomy, config, experiments, parameters, plots, verdicts
 
 parameters.check(globals())
 plots.setup_style()
@@ -279,10 +279,7 @@ check_effects = experiments.check_effects(checks, check_runs)
 verdicts.report(check_effects, label=("material", "check"), prefix="check")
 plots.glue_number("check_seeds", int(check_effects["count"].max()) if len(check_effects) else 0)
 plots.glue_text("check_sparsities", plots.percents(r.sparsity for r in check_runs))
-plots.glue_number("check_epochs", P.recipe.epochs)
-train_set = study.profile_data(P)[0]
-plots.glue_number("check_train_per_class", len(train_set) // train_set.num_classes)
-plots.glue_text("check_cpus", experiments.machines(checks))
+experiments.glue_setting(P, checks, prefix="check")
 collapsed, collapsed_kept = experiments.collapsed_counts(checks)
 plots.glue_number("check_collapsed", collapsed)
 plots.glue_number("check_collapsed_kept", collapsed_kept)

@@ -619,6 +619,19 @@ def machines(*tables: pd.DataFrame) -> str:
     return ", ".join(cpus) or "no machine yet"
 
 
+def glue_setting(profile: Profile, table: pd.DataFrame, prefix: str = "") -> None:
+    """Glue what the runs of ``table`` were trained on, for the prose, each key led by
+    ``prefix``: the profile's epochs, its training images per class and the CPUs that
+    computed them (``machines``)."""
+    from opai_lib import plots
+
+    train_set = study.profile_data(profile)[0]
+    plots.glue_number(plots.slug(prefix, "epochs"), profile.recipe.epochs)
+    plots.glue_number(plots.slug(prefix, "train_per_class"),
+                      len(train_set) // train_set.num_classes)
+    plots.glue_text(plots.slug(prefix, "cpus"), machines(table))
+
+
 def chapter(name: str, profile: str, model: str, seeds: int | None,
             decisive_seeds: int | None, sparsities, compute: bool, workers: int | None
             ) -> tuple[Profile, list[Run], pd.DataFrame]:
@@ -652,7 +665,7 @@ def chapter(name: str, profile: str, model: str, seeds: int | None,
     plots.glue_number("runs", done)
     plots.glue_number("extra_runs", len(table) - done)
     plots.glue_number("planned_runs", len(runs))
-    plots.glue_number("epochs", P.recipe.epochs)
+    glue_setting(P, table)
     plots.glue_number("cpu_hours", hours)
     return P, runs, table
 

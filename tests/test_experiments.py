@@ -1444,3 +1444,17 @@ def test_a_chapter_trains_in_the_profiles_processes_unless_told(tmp_path, monkey
     assert len(calls) == 2  # refused before any run
     with pytest.raises(ValueError, match="Profile.workers"):
         config.get_profile("smoke", workers=0)
+
+
+def test_glue_setting_names_the_recipe_the_data_and_the_cpus(monkeypatch):
+    import myst_nb
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue",
+                        lambda key, value, display=True: glued.update({key: value}))
+    table = pd.DataFrame({"cpu": ["Intel Xeon", "AMD EPYC", "AMD EPYC"]})
+    E.glue_setting(config.get_profile("smoke"), table, prefix="check")
+    # the smoke profile: 1 epoch, 32 training images per class of the synthetic set
+    assert (glued["check_epochs"], glued["check_train_per_class"]) == (1, 32)
+    assert glued["check_cpus"] == "AMD EPYC, Intel Xeon"  # sorted, each once
+    assert E.machines(table.iloc[:0]) == "no machine yet"
